@@ -1,0 +1,116 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// Every validation rule has a bad file and the message it must produce.
+func TestBadConfigs(t *testing.T) {
+	cases := map[string]string{
+		"empty_data_dir.bad.toml":    "data_dir: must not be empty",
+		"https_addr.bad.toml":        `https_addr: "8443" is not host:port`,
+		"mqtt_port.bad.toml":         `mqtt_addr: "localhost:99999" has an invalid port`,
+		"no_hostnames.bad.toml":      "hostnames: at least one host name is required",
+		"hostname.bad.toml":          `hostnames: entry 0 "bad_host!" is not a host name or IP address`,
+		"hostname_ip_first.bad.toml": `hostnames: the first entry "127.0.0.1" names the hub`,
+		"log_level.bad.toml":         `log_level: "verbose" is not debug, info, warn or error`,
+		"log_format.bad.toml":        `log_format: "xml" is not text or json`,
+		"store.bad.toml":             `store: "mysql://x" is not sqlite:<path> or postgres://`,
+		"store_postgres.bad.toml":    "store: PostgreSQL is not supported by this build yet",
+		"hub_weight.bad.toml":        "hub_weight: 0 is not between 1 and 1000",
+		"webhook_timeout.bad.toml":   "webhook_timeout: 10m0s is not between 0 and 5m",
+		"unknown_key.bad.toml":       "data_dri",
+		"duration.bad.toml":          `invalid duration "soon"`,
+	}
+	files, err := filepath.Glob("testdata/*.bad.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(cases) {
+		t.Fatalf("%d bad files but %d expectations", len(files), len(cases))
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			want, ok := cases[name]
+			if !ok {
+				t.Fatalf("no expectation for %s", name)
+			}
+			c := Defaults()
+			err := c.LoadFile(f)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("error = %v, want it to contain %q", err, want)
+			}
+		})
+	}
+}
+
+func TestGoodConfigAndPrecedence(t *testing.T) {
+	c := Defaults()
+	if err := c.LoadFile("testdata/full.good.toml"); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"MUSTER_HTTPS_ADDR": "127.0.0.1:9443", "MUSTER_HOSTNAME": "a.example, b.example", "MUSTER_HUB_APPLY_ALLOCATION_POLICY": "true"}
+	if err := c.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := Server{DataDir: "/var/lib/muster", HTTPSAddr: "127.0.0.1:9443", MQTTAddr: ":8883",
+		Hostnames: []string{"a.example", "b.example"}, LogLevel: "debug", LogFormat: "json", HubWeight: 5,
+		HubApplyAllocationPolicy: true, WebhookTimeout: Duration{3 * time.Second}}
+	if d := cmp.Diff(want, c); d != "" {
+		t.Fatalf("config (-want +got):\n%s", d)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Defaults()
+	c.DataDir, c.LogLevel, c.HubWeight = "", "loud", 2000
+	err := c.Validate()
+	for _, key := range []string{"data_dir", "log_level", "hub_weight"} {
+		if err == nil || !strings.Contains(err.Error(), key+":") {
+			t.Errorf("error %v does not name %s", err, key)
+		}
+	}
+}
+
+func TestEnvErrorsNameTheVariable(t *testing.T) {
+	c := Defaults()
+	err := c.ApplyEnv(func(k string) (string, bool) {
+		if k == "MUSTER_HUB_WEIGHT" {
+			return "many", true
+		}
+		return "", false
+	})
+	if err == nil || !strings.Contains(err.Error(), "MUSTER_HUB_WEIGHT") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, p := range []string{"testdata/full.good.toml", "testdata/duration.bad.toml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("hostnames = [\"a\", 1]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := Defaults()
+		if c.Decode(b) == nil {
+			_ = c.Validate()
+		}
+	})
+}
