@@ -1,0 +1,17 @@
+// Package mqtt owns Muster's MQTT endpoint: an adapter around the embedded
+// broker library github.com/wind-c/comqtt/v2 (package mqtt) with our own
+// listeners (TLS connections from a net.Listener, MQTT over WebSockets on the
+// caller's HTTPS mux, or any net.Conn), our own authentication and ACL hooks,
+// and no library ledger, storage or message routing between clients.
+//
+// It serves DPS over MQTT (registration and operation-status requests on
+// $dps/registrations/…, answered only to the requesting connection) for a
+// DPS implementation it is given, and dispatches every other CONNECT to an
+// optional hub Realm (devices/{id}/…, $iothub/…). Credentials are never
+// interpreted here: the DPS realm hands the SAS token and the TLS client
+// chain to DPS with each request, and the hub realm authenticates its own
+// clients.
+//
+// The package imports no SQL driver and no domain package other than
+// provision's transport-facing types.
+package mqtt
