@@ -1,0 +1,201 @@
+package sqlite
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/muster-iot/muster/internal/store"
+)
+
+func openInternal(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "x.db"), Options{AttemptLimit: 3})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func docRequest(ctx context.Context, writes ...store.Write) *request {
+	r := newRequest(ctx)
+	r.writes = writes
+	return r
+}
+
+func attemptRequest(ctx context.Context, id string, at time.Time) *request {
+	r := newRequest(ctx)
+	r.attempt = &attemptRow{id: id, ts: formatTime(at), registrationID: "dev", doc: `{"id":"` + id + `","time":"` + at.Format(time.RFC3339Nano) + `","registrationId":"dev"}`}
+	return r
+}
+
+func put(kind store.Kind, id string, cond store.Cond) store.Write {
+	return store.Write{Record: store.Record{Kind: kind, ID: id, Doc: json.RawMessage(`{"id":"` + id + `"}`)}, Cond: cond}
+}
+
+// TestBatchIsolation runs one batch directly (the writer goroutine is idle:
+// nothing else is submitted) and checks that each request succeeds or fails
+// on its own: a failing request is rolled back to its savepoint without
+// touching the others, and a request whose context ended is not executed.
+func TestBatchIsolation(t *testing.T) {
+	s := openInternal(t)
+	ctx := t.Context()
+	x, err := s.Put(ctx, store.Record{Kind: store.KindDevice, ID: "x", Doc: json.RawMessage(`{"v":1}`)}, store.Cond{})
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+	tests := []struct {
+		name    string
+		req     *request
+		wantErr error // nil: success
+		index   int   // WriteError index when wantErr is set on a document request
+	}{
+		{"create a", docRequest(ctx, put(store.KindDevice, "a", store.Cond{})), nil, 0},
+		{"stale if-match on x", docRequest(ctx, put(store.KindDevice, "x", store.Cond{IfMatch: "stale"})), store.ErrPrecondition, 0},
+		{"attempt 1", attemptRequest(ctx, "at1", base), nil, 0},
+		{"a exists in this batch", docRequest(ctx, put(store.KindDevice, "a", store.Cond{IfNoneMatch: true})), store.ErrExists, 0},
+		{"cancelled", docRequest(cancelled, put(store.KindDevice, "never", store.Cond{})), context.Canceled, 0},
+		{"second write fails", docRequest(ctx, put(store.KindDevice, "b", store.Cond{}), store.Write{Record: store.Record{Kind: store.KindDevice, ID: "missing"}, Delete: true}), store.ErrNotFound, 1},
+		{"duplicate attempt", attemptRequest(ctx, "at1", base), store.ErrExists, 0},
+		{"replace x", docRequest(ctx, put(store.KindDevice, "x", store.Cond{IfMatch: x.ETag})), nil, 0},
+		{"attempts 2-4", attemptRequest(ctx, "at2", base.Add(time.Second)), nil, 0},
+		{"attempt 3", attemptRequest(ctx, "at3", base.Add(2*time.Second)), nil, 0},
+		{"attempt 4", attemptRequest(ctx, "at4", base.Add(3*time.Second)), nil, 0},
+	}
+	batch := make([]*request, len(tests))
+	for i, tc := range tests {
+		batch[i] = tc.req
+	}
+	before := s.Stats()
+	s.commitBatch(batch)
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			select {
+			case <-tc.req.done:
+			default:
+				t.Fatalf("request not answered")
+			}
+			if tc.wantErr == nil {
+				if tc.req.err != nil {
+					t.Fatalf("err = %v; want success", tc.req.err)
+				}
+				return
+			}
+			if !errors.Is(tc.req.err, tc.wantErr) {
+				t.Fatalf("err = %v; want %v", tc.req.err, tc.wantErr)
+			}
+			var we *store.WriteError
+			if errors.As(tc.req.err, &we) && we.Index != tc.index {
+				t.Errorf("WriteError index = %d; want %d", we.Index, tc.index)
+			}
+		})
+	}
+
+	for _, id := range []string{"a", "x"} {
+		if _, err := s.Get(ctx, store.KindDevice, id); err != nil {
+			t.Errorf("Get %s: %v", id, err)
+		}
+	}
+	for _, id := range []string{"never", "b"} {
+		if _, err := s.Get(ctx, store.KindDevice, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Get %s = %v; want ErrNotFound (its request failed)", id, err)
+		}
+	}
+	got, err := s.Get(ctx, store.KindDevice, "x")
+	if err != nil || got.ETag != tests[7].req.recs[0].ETag {
+		t.Errorf("x = %+v, %v; want the replaced version", got, err)
+	}
+	// Limit 3: four attempts were appended in the batch, the oldest is trimmed.
+	atts, err := s.Attempts(ctx, "", 10)
+	if err != nil {
+		t.Fatalf("Attempts: %v", err)
+	}
+	var ids []string
+	for _, a := range atts {
+		ids = append(ids, a.ID)
+	}
+	if diff := cmp.Diff([]string{"at4", "at3", "at2"}, ids); diff != "" {
+		t.Errorf("attempts (-want +got):\n%s", diff)
+	}
+	// One commit for the whole batch; the cancelled request was not executed.
+	after := s.Stats()
+	want := Stats{Batches: 1, Requests: uint64(len(tests) - 1), Rows: 6}
+	got2 := Stats{Batches: after.Batches - before.Batches, Requests: after.Requests - before.Requests, Rows: after.Rows - before.Rows}
+	if diff := cmp.Diff(want, got2); diff != "" {
+		t.Errorf("stats of the batch (-want +got):\n%s", diff)
+	}
+}
+
+// TestAbandonedRequestNotApplied checks the hand-over between a caller whose
+// context ends and the writer: a request abandoned while queued is never
+// executed, and a taken one is answered with its real outcome.
+func TestAbandonedRequestNotApplied(t *testing.T) {
+	s := openInternal(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	r := docRequest(ctx, put(store.KindDevice, "abandoned", store.Cond{}))
+	if !r.state.CompareAndSwap(stateQueued, stateAbandoned) {
+		t.Fatalf("fresh request not queued")
+	}
+	cancel()
+	s.commitBatch([]*request{r})
+	<-r.done
+	if !errors.Is(r.err, context.Canceled) {
+		t.Errorf("abandoned request answered %v; want context.Canceled", r.err)
+	}
+	if _, err := s.Get(t.Context(), store.KindDevice, "abandoned"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("abandoned request applied: Get = %v", err)
+	}
+
+	taken := docRequest(t.Context(), put(store.KindDevice, "taken", store.Cond{}))
+	s.commitBatch([]*request{taken})
+	<-taken.done
+	if taken.err != nil || taken.state.Load() != stateTaken {
+		t.Errorf("taken request: err %v state %d", taken.err, taken.state.Load())
+	}
+	if taken.state.CompareAndSwap(stateQueued, stateAbandoned) {
+		t.Errorf("a taken request could still be abandoned")
+	}
+}
+
+func TestJSONDepth(t *testing.T) {
+	tests := []struct {
+		doc  string
+		want int
+	}{
+		{`1`, 0},
+		{`{}`, 1},
+		{`[[],{"a":[1]}]`, 3},
+		{`{"a":"[[[[\"{{{"}`, 1},
+		{`["\\",[["\\\""]]]`, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.doc, func(t *testing.T) {
+			if got := jsonDepth([]byte(tc.doc)); got != tc.want {
+				t.Errorf("jsonDepth(%s) = %d; want %d", tc.doc, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTickStrictlyIncreasing(t *testing.T) {
+	s := &Store{lastTick: time.Now().UTC().Add(time.Hour)} // a clock that went back
+	prev := s.lastTick
+	for range 1000 {
+		got := s.tick()
+		if !got.After(prev) || got.Location() != time.UTC {
+			t.Fatalf("tick %v after %v", got, prev)
+		}
+		prev = got
+	}
+}

@@ -1,0 +1,153 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// The DML below is shared-dialect SQL: placeholders $1..$n appear in
+// ascending order, IDs and etags come from Go, and conflicts use
+// ON CONFLICT / RETURNING, so a PostgreSQL backend can run the same text.
+const (
+	sqlGet = `SELECT grp, etag, doc, created, updated FROM docs WHERE kind = $1 AND id = $2`
+
+	sqlList = `SELECT id, grp, etag, doc, created, updated FROM docs
+WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3`
+
+	sqlListGroup = `SELECT id, grp, etag, doc, created, updated FROM docs
+WHERE kind = $1 AND grp = $2 AND id > $3 ORDER BY id LIMIT $4`
+
+	sqlCount = `SELECT COUNT(*) FROM docs WHERE kind = $1`
+
+	sqlCountGroup = `SELECT COUNT(*) FROM docs WHERE kind = $1 AND grp = $2`
+
+	// sqlInsert creates a record that must not exist (If-None-Match).
+	sqlInsert = `INSERT INTO docs (kind, id, grp, etag, doc, created, updated)
+VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, id) DO NOTHING`
+
+	// sqlUpsert creates or replaces a record, keeping created.
+	sqlUpsert = `INSERT INTO docs (kind, id, grp, etag, doc, created, updated)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (kind, id) DO UPDATE SET grp = excluded.grp, etag = excluded.etag, doc = excluded.doc, updated = excluded.updated
+RETURNING created`
+
+	// sqlReplace replaces an existing record (If-Match: *).
+	sqlReplace = `UPDATE docs SET grp = $1, etag = $2, doc = $3, updated = $4
+WHERE kind = $5 AND id = $6 RETURNING created`
+
+	// sqlReplaceIf replaces a record whose etag matches (If-Match: etag).
+	sqlReplaceIf = `UPDATE docs SET grp = $1, etag = $2, doc = $3, updated = $4
+WHERE kind = $5 AND id = $6 AND etag = $7 RETURNING created`
+
+	sqlDelete = `DELETE FROM docs WHERE kind = $1 AND id = $2`
+
+	sqlDeleteIf = `DELETE FROM docs WHERE kind = $1 AND id = $2 AND etag = $3`
+
+	sqlAttemptInsert = `INSERT INTO attempts (id, ts, registration_id, doc)
+VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`
+
+	sqlAttempts = `SELECT doc FROM attempts WHERE registration_id = $1
+ORDER BY ts DESC, id DESC LIMIT $2`
+
+	sqlAttemptsAll = `SELECT doc FROM attempts ORDER BY ts DESC, id DESC LIMIT $1`
+
+	// sqlAttemptsTrim drops the oldest $1 attempts.
+	sqlAttemptsTrim = `DELETE FROM attempts WHERE id IN
+(SELECT id FROM attempts ORDER BY ts, id LIMIT $1)`
+
+	sqlAttemptsCount = `SELECT COUNT(*) FROM attempts`
+)
+
+// Transaction control of the writer connection (SQLite dialect). The
+// savepoint is reused: each request releases it before the next one.
+const (
+	sqlBegin      = `BEGIN IMMEDIATE`
+	sqlCommit     = `COMMIT`
+	sqlRollback   = `ROLLBACK`
+	sqlSavepoint  = `SAVEPOINT request`
+	sqlRollbackTo = `ROLLBACK TO SAVEPOINT request`
+	sqlRelease    = `RELEASE SAVEPOINT request`
+)
+
+// writerStmts are prepared on the writer goroutine's connection.
+type writerStmts struct {
+	insert, upsert, replace, replaceIf *sql.Stmt
+	delete, deleteIf                   *sql.Stmt
+	attemptInsert, attemptsTrim        *sql.Stmt
+	savepoint, rollbackTo, release     *sql.Stmt
+	all                                []*sql.Stmt
+}
+
+// preparer is what both *sql.Conn and *sql.DB offer.
+type preparer interface {
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
+func prepareAll(ctx context.Context, p preparer, all *[]*sql.Stmt, list map[**sql.Stmt]string) error {
+	for dst, q := range list {
+		st, err := p.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		*dst = st
+		*all = append(*all, st)
+	}
+	return nil
+}
+
+func closeAll(all []*sql.Stmt) error {
+	var errs []error
+	for _, st := range all {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (w *writerStmts) prepare(ctx context.Context, c *sql.Conn) error {
+	return prepareAll(ctx, c, &w.all, map[**sql.Stmt]string{
+		&w.insert:        sqlInsert,
+		&w.upsert:        sqlUpsert,
+		&w.replace:       sqlReplace,
+		&w.replaceIf:     sqlReplaceIf,
+		&w.delete:        sqlDelete,
+		&w.deleteIf:      sqlDeleteIf,
+		&w.attemptInsert: sqlAttemptInsert,
+		&w.attemptsTrim:  sqlAttemptsTrim,
+		&w.savepoint:     sqlSavepoint,
+		&w.rollbackTo:    sqlRollbackTo,
+		&w.release:       sqlRelease,
+	})
+}
+
+func (w *writerStmts) close() error {
+	err := closeAll(w.all)
+	w.all = nil
+	return err
+}
+
+// readerStmts are prepared on the reader pool.
+type readerStmts struct {
+	get, list, listGroup, count, countGroup *sql.Stmt
+	attempts, attemptsAll                   *sql.Stmt
+	all                                     []*sql.Stmt
+}
+
+func (r *readerStmts) prepare(ctx context.Context, db *sql.DB) error {
+	return prepareAll(ctx, db, &r.all, map[**sql.Stmt]string{
+		&r.get:         sqlGet,
+		&r.list:        sqlList,
+		&r.listGroup:   sqlListGroup,
+		&r.count:       sqlCount,
+		&r.countGroup:  sqlCountGroup,
+		&r.attempts:    sqlAttempts,
+		&r.attemptsAll: sqlAttemptsAll,
+	})
+}
+
+func (r *readerStmts) close() error {
+	err := closeAll(r.all)
+	r.all = nil
+	return err
+}

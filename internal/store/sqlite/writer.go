@@ -1,0 +1,270 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/muster-iot/muster/internal/store"
+)
+
+// Request states. A request moves from queued to taken (the writer will
+// execute it and answer with the outcome of its COMMIT) or to abandoned (its
+// context ended first; it is never executed).
+const (
+	stateQueued int32 = iota
+	stateTaken
+	stateAbandoned
+)
+
+// request is one write request waiting for the writer goroutine.
+type request struct {
+	ctx     context.Context
+	writes  []store.Write // a document batch, or
+	attempt *attemptRow   // one attempt
+
+	state atomic.Int32
+	done  chan struct{} // closed by the writer after recs and err are set
+
+	recs []store.Record
+	err  error
+
+	// Filled by the writer while the batch runs.
+	rows     int // rows written or deleted
+	appended int // attempts inserted
+}
+
+func newRequest(ctx context.Context) *request {
+	return &request{ctx: ctx, done: make(chan struct{})}
+}
+
+func (r *request) answer(recs []store.Record, err error) {
+	r.recs, r.err = recs, err
+	close(r.done)
+}
+
+// submit queues r for the writer and waits for its answer. When ctx ends
+// while r is still queued, submit returns ctx.Err() and r is never applied;
+// once the writer has taken r, submit waits for the definitive outcome.
+func (s *Store) submit(ctx context.Context, r *request) ([]store.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, store.ErrClosed
+	}
+	select {
+	case s.queue <- r:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return nil, ctx.Err()
+	}
+	select {
+	case <-r.done:
+		return r.recs, r.err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(stateQueued, stateAbandoned) {
+			return nil, ctx.Err()
+		}
+		<-r.done // taken: the commit decides, and it does not take long
+		return r.recs, r.err
+	}
+}
+
+// run is the writer goroutine: it drains the queue in batches until Close
+// closes the queue, then exits after answering every accepted request.
+func (s *Store) run() {
+	defer close(s.stopped)
+	batch := make([]*request, 0, s.maxBatch)
+	for r := range s.queue {
+		batch = append(batch[:0], r)
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case r, ok := <-s.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		s.commitBatch(batch)
+		clear(batch)
+	}
+}
+
+// commitBatch runs the requests in one transaction, each in its own
+// savepoint, commits once and answers them all. Requests whose context has
+// ended, or that their caller abandoned, are answered with the context's
+// error and not executed.
+func (s *Store) commitBatch(queued []*request) {
+	batch := make([]*request, 0, len(queued))
+	for _, r := range queued {
+		if err := r.ctx.Err(); err != nil || !r.state.CompareAndSwap(stateQueued, stateTaken) {
+			r.answer(nil, r.ctx.Err())
+			continue
+		}
+		batch = append(batch, r)
+	}
+	if len(batch) == 0 {
+		return
+	}
+	ctx := context.Background() // requests' contexts never interrupt a shared transaction
+	fail := func(err error) {
+		for _, r := range batch {
+			r.answer(nil, err)
+		}
+	}
+	if _, err := s.wconn.ExecContext(ctx, sqlBegin); err != nil {
+		// Clear a transaction a failed ROLLBACK may have left open, so the
+		// next batch can begin; the error of this ROLLBACK says nothing new.
+		_, _ = s.wconn.ExecContext(ctx, sqlRollback)
+		fail(fmt.Errorf("begin write transaction: %w", err))
+		return
+	}
+	abort := func(err error) {
+		if _, rbErr := s.wconn.ExecContext(ctx, sqlRollback); rbErr != nil {
+			s.log.Error("roll back write transaction", "err", rbErr)
+		}
+		fail(err)
+	}
+
+	type outcome struct {
+		recs []store.Record
+		err  error
+	}
+	outcomes := make([]outcome, len(batch))
+	appended := 0
+	for i, r := range batch {
+		if _, err := s.w.savepoint.ExecContext(ctx); err != nil {
+			abort(fmt.Errorf("open request savepoint: %w", err))
+			return
+		}
+		recs, err := s.execute(ctx, r)
+		if err != nil {
+			if _, rbErr := s.w.rollbackTo.ExecContext(ctx); rbErr != nil {
+				abort(fmt.Errorf("roll back failed request (%v): %w", err, rbErr))
+				return
+			}
+			r.rows, r.appended = 0, 0
+		}
+		if _, err := s.w.release.ExecContext(ctx); err != nil {
+			abort(fmt.Errorf("release request savepoint: %w", err))
+			return
+		}
+		outcomes[i] = outcome{recs, err}
+		appended += r.appended
+	}
+
+	trimmed := s.trimAttempts(ctx, appended)
+
+	if _, err := s.wconn.ExecContext(ctx, sqlCommit); err != nil {
+		abort(fmt.Errorf("commit write transaction: %w", err))
+		return
+	}
+	s.attempts += appended - trimmed
+	s.batches.Add(1)
+	s.requests.Add(uint64(len(batch)))
+	rows := 0
+	for _, r := range batch {
+		rows += r.rows
+	}
+	s.rows.Add(uint64(rows))
+	for i, r := range batch {
+		r.answer(outcomes[i].recs, outcomes[i].err)
+	}
+}
+
+// execute runs one request inside the open transaction.
+func (s *Store) execute(ctx context.Context, r *request) ([]store.Record, error) {
+	if r.attempt != nil {
+		if err := s.insertAttempt(ctx, r.attempt); err != nil {
+			return nil, err
+		}
+		r.rows, r.appended = 1, 1
+		return nil, nil
+	}
+	recs := make([]store.Record, len(r.writes))
+	for i, w := range r.writes {
+		rec, err := s.write(ctx, w)
+		if err != nil {
+			return nil, &store.WriteError{Index: i, Kind: w.Record.Kind, ID: w.Record.ID, Err: err}
+		}
+		recs[i] = rec
+		r.rows++
+	}
+	return recs, nil
+}
+
+// trimAttempts drops the oldest attempts beyond the limit, inside its own
+// savepoint so a failure only postpones the trim. It returns how many rows
+// it deleted.
+func (s *Store) trimAttempts(ctx context.Context, appended int) int {
+	excess := s.attempts + appended - s.attemptLimit
+	if excess <= 0 {
+		return 0
+	}
+	if _, err := s.w.savepoint.ExecContext(ctx); err != nil {
+		s.log.Warn("trim attempt log", "err", err)
+		return 0
+	}
+	n := 0
+	res, err := s.w.attemptsTrim.ExecContext(ctx, excess)
+	if err == nil {
+		var n64 int64
+		n64, err = res.RowsAffected()
+		n = int(n64)
+	}
+	if err != nil {
+		n = 0
+		s.log.Warn("trim attempt log", "excess", excess, "err", err)
+		if _, rbErr := s.w.rollbackTo.ExecContext(ctx); rbErr != nil {
+			s.log.Warn("roll back attempt log trim", "err", rbErr)
+		}
+	}
+	if _, err := s.w.release.ExecContext(ctx); err != nil {
+		s.log.Warn("release attempt log trim savepoint", "err", err)
+	}
+	return n
+}
+
+// initAttempts counts the attempt log and trims it to the limit (the limit
+// may have been lowered since the last run).
+func (s *Store) initAttempts(ctx context.Context) error {
+	if err := s.wconn.QueryRowContext(ctx, sqlAttemptsCount).Scan(&s.attempts); err != nil {
+		return fmt.Errorf("count attempts: %w", err)
+	}
+	excess := s.attempts - s.attemptLimit
+	if excess <= 0 {
+		return nil
+	}
+	res, err := s.w.attemptsTrim.ExecContext(ctx, excess)
+	if err != nil {
+		return fmt.Errorf("trim attempt log to %d: %w", s.attemptLimit, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("trim attempt log to %d: %w", s.attemptLimit, err)
+	}
+	s.attempts -= int(n)
+	s.log.Info("attempt log trimmed", "dropped", n, "limit", s.attemptLimit)
+	return nil
+}
+
+// tick returns the timestamp of one write: now in UTC, strictly after every
+// timestamp handed out before, so each write changes Updated. Only the
+// writer goroutine calls it.
+func (s *Store) tick() time.Time {
+	t := time.Now().UTC().Round(0)
+	if !t.After(s.lastTick) {
+		t = s.lastTick.Add(time.Nanosecond)
+	}
+	s.lastTick = t
+	return t
+}
