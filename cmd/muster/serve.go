@@ -21,6 +21,7 @@ import (
 	"github.com/muster-iot/muster/internal/api"
 	"github.com/muster-iot/muster/internal/config"
 	"github.com/muster-iot/muster/internal/enroll"
+	"github.com/muster-iot/muster/internal/hubclient"
 	"github.com/muster-iot/muster/internal/instance"
 	"github.com/muster-iot/muster/internal/mqtt"
 	"github.com/muster-iot/muster/internal/provision"
@@ -126,6 +127,13 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	}
 	hub := registry.New(cfg.Hostnames[0], st, now)
 	hubs := []provision.LinkedHub{{Hub: hub, Weight: cfg.HubWeight, ApplyAllocationPolicy: cfg.HubApplyAllocationPolicy}}
+	for i, lh := range cfg.LinkedHubs {
+		remote, err := linkedHubClient(lh)
+		if err != nil {
+			return fmt.Errorf("linked_hub[%d]: %w", i, err)
+		}
+		hubs = append(hubs, provision.LinkedHub{Hub: remote, Weight: lh.EffectiveWeight(), ApplyAllocationPolicy: lh.AppliesAllocationPolicy()})
+	}
 	linkedNames := func() []string {
 		out := make([]string, len(hubs))
 		for i, h := range hubs {
@@ -158,6 +166,9 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 		Policies: inst, ServiceHostNames: cfg.Hostnames, Now: now,
 	})
 	if err != nil {
+		return err
+	}
+	if err := a.MountHub(hub); err != nil {
 		return err
 	}
 	a.Handle(http.MethodGet, "/$iothub/websocket", broker.WebSocketHandler())
@@ -235,6 +246,24 @@ type registrations struct {
 // Attempts returns a registration's attempt log.
 func (r registrations) Attempts(ctx context.Context, registrationID string, limit int) ([]store.Attempt, error) {
 	return r.prov.Attempts(ctx, registrationID, limit)
+}
+
+// linkedHubClient is the service API client of a remote linked hub.
+func linkedHubClient(lh config.LinkedHub) (*hubclient.Client, error) {
+	var roots *x509.CertPool
+	if lh.CAFile != "" {
+		pem, err := os.ReadFile(lh.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", lh.CAFile)
+		}
+	}
+	return hubclient.New(hubclient.Options{ConnectionString: lh.ConnectionString, Address: lh.Address, RootCAs: roots})
 }
 
 func webhookHTTPClient(cfg config.Server) (*http.Client, error) {

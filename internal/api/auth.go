@@ -15,13 +15,19 @@ import (
 // tokenSkew is the clock skew tolerated on service token expiry.
 const tokenSkew = 5 * time.Minute
 
-// authorize checks the service SAS token of a request: it must name (skn) a
-// policy of realm "dps", be issued for one of the service host names (sr,
-// optionally with a path prefix of the request path), be unexpired, be
-// signed with the policy's primary or secondary key, and the policy must
-// hold right. Every failure is the same 401 to the caller; the wrapped cause
-// (never the token or a key) goes to the log.
+// authorize checks the service SAS token of a request to the provisioning
+// service API: see authorizeRealm, for realm "dps" and the service host names.
 func (a *API) authorize(r *http.Request, right string) error {
+	return a.authorizeRealm(r, RealmDPS, a.hosts, right)
+}
+
+// authorizeRealm checks the service SAS token of a request: it must name
+// (skn) a policy of realm, be issued for one of hosts (sr, optionally with a
+// path prefix of the request path), be unexpired, be signed with the
+// policy's primary or secondary key, and the policy must hold right. Every
+// failure is the same 401 to the caller; the wrapped cause (never the token
+// or a key) goes to the log.
+func (a *API) authorizeRealm(r *http.Request, realm string, hosts []string, right string) error {
 	header := strings.TrimSpace(r.Header.Get("Authorization"))
 	if header == "" {
 		return unauthorized(errors.New("no Authorization header"))
@@ -40,14 +46,14 @@ func (a *API) authorize(r *http.Request, right string) error {
 	if !ok {
 		return unauthorized(fmt.Errorf("service token names unknown policy %q", tok.KeyName))
 	}
-	if !strings.EqualFold(p.Realm, RealmDPS) {
-		return unauthorized(fmt.Errorf("policy %q belongs to realm %q, not %q", p.Name, p.Realm, RealmDPS))
+	if !strings.EqualFold(p.Realm, realm) {
+		return unauthorized(fmt.Errorf("policy %q belongs to realm %q, not %q", p.Name, p.Realm, realm))
 	}
 	resource, err := tok.DecodedResource()
 	if err != nil {
 		return unauthorized(fmt.Errorf("decode sr of service token for policy %q: %w", p.Name, err))
 	}
-	if err := a.checkAudience(resource, r.URL.Path); err != nil {
+	if err := checkAudience(hosts, resource, r.URL.Path); err != nil {
 		return unauthorized(fmt.Errorf("service token for policy %q: %w", p.Name, err))
 	}
 	if err := tok.CheckExpiry(a.now(), tokenSkew); err != nil {
@@ -86,12 +92,12 @@ func (a *API) verifySignature(tok *sas.Token, p Policy) error {
 	return fmt.Errorf("service token signature matches neither key of policy %q", p.Name)
 }
 
-// checkAudience checks a token's decoded sr: a service host name, optionally
+// checkAudience checks a token's decoded sr: one of hosts, optionally
 // followed by a path that must be a segment prefix of the request path
 // ("host/enrollments" covers /enrollments/x but not /enrollmentsx).
-func (a *API) checkAudience(resource, requestPath string) error {
+func checkAudience(hosts []string, resource, requestPath string) error {
 	host, prefix, _ := strings.Cut(resource, "/")
-	if !slices.ContainsFunc(a.hosts, func(h string) bool { return sameHost(h, host) }) {
+	if !slices.ContainsFunc(hosts, func(h string) bool { return sameHost(h, host) }) {
 		return fmt.Errorf("sr host %q is not one of this service's host names", host)
 	}
 	prefix = strings.ToLower(strings.Trim(prefix, "/"))

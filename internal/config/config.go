@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/muster-iot/muster/internal/sas"
 )
 
 // Server is the configuration of `muster serve`.
@@ -38,6 +40,44 @@ type Server struct {
 	WebhookTimeout Duration `toml:"webhook_timeout"`
 	// WebhookCAFile optionally adds a CA to trust for webhook HTTPS.
 	WebhookCAFile string `toml:"webhook_ca_file"`
+	// LinkedHubs are remote hubs the provisioning service may allocate
+	// devices to, besides the in-process hub ([[linked_hub]] tables).
+	LinkedHubs []LinkedHub `toml:"linked_hub"`
+}
+
+// LinkedHub is a remote IoT hub (another Muster or any hub with IoT Hub's
+// service REST API) that the provisioning service allocates devices to.
+type LinkedHub struct {
+	// HostName is the hub's host name, as devices are told (assignedHub).
+	// It must equal the connection string's HostName.
+	HostName string `toml:"host_name"`
+	// ConnectionString is a hub shared access policy's connection string
+	// (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…); the policy
+	// needs RegistryRead and RegistryWrite.
+	ConnectionString string `toml:"connection_string"`
+	// Address is the host:port to dial (default HostName:443).
+	Address string `toml:"address"`
+	// CAFile optionally adds a CA (PEM) to trust for the hub's certificate.
+	CAFile string `toml:"ca_file"`
+	// Weight is the hub's allocation weight, 1–1000 (nil: 1).
+	Weight *int `toml:"weight"`
+	// ApplyAllocationPolicy false takes the hub out of hashed allocation
+	// (enrollments that name it still reach it); nil means true.
+	ApplyAllocationPolicy *bool `toml:"apply_allocation_policy"`
+}
+
+// EffectiveWeight is the hub's weight, 1 when not set.
+func (h LinkedHub) EffectiveWeight() int {
+	if h.Weight == nil {
+		return 1
+	}
+	return *h.Weight
+}
+
+// AppliesAllocationPolicy reports whether hashed allocation may pick the
+// hub (true when not set).
+func (h LinkedHub) AppliesAllocationPolicy() bool {
+	return h.ApplyAllocationPolicy == nil || *h.ApplyAllocationPolicy
 }
 
 // Duration is a time.Duration written as "10s" in TOML.
@@ -216,5 +256,62 @@ func (c *Server) Validate() error {
 	if c.WebhookTimeout.Duration <= 0 || c.WebhookTimeout.Duration > 5*time.Minute {
 		bad("webhook_timeout", "%s is not between 0 and 5m", c.WebhookTimeout.Duration)
 	}
+	c.validateLinkedHubs(bad)
 	return errors.Join(errs...)
+}
+
+// validateLinkedHubs reports the problems of the [[linked_hub]] tables,
+// each under its key "linked_hub[i].<field>". Connection string errors
+// never quote the key.
+func (c *Server) validateLinkedHubs(bad func(key, format string, args ...any)) {
+	seen := map[string]int{}
+	if len(c.Hostnames) > 0 {
+		seen[strings.ToLower(c.Hostnames[0])] = -1
+	}
+	for i, h := range c.LinkedHubs {
+		key := func(field string) string { return fmt.Sprintf("linked_hub[%d].%s", i, field) }
+		switch {
+		case h.HostName == "":
+			bad(key("host_name"), "is required")
+		case net.ParseIP(h.HostName) == nil && !hostnamePattern.MatchString(h.HostName):
+			bad(key("host_name"), "%q is not a host name or IP address", h.HostName)
+		default:
+			switch j, dup := seen[strings.ToLower(h.HostName)]; {
+			case dup && j < 0:
+				bad(key("host_name"), "%q is the in-process hub's name (hostnames[0]); a linked hub needs its own", h.HostName)
+			case dup:
+				bad(key("host_name"), "%q is already linked by linked_hub[%d]", h.HostName, j)
+			default:
+				seen[strings.ToLower(h.HostName)] = i
+			}
+		}
+		if h.ConnectionString == "" {
+			bad(key("connection_string"), "is required")
+		} else if cs, err := sas.ParseConnectionString(h.ConnectionString); err != nil {
+			bad(key("connection_string"), "%v", err)
+		} else {
+			if cs.SharedAccessKeyName == "" {
+				bad(key("connection_string"), "SharedAccessKeyName is missing: it must be a hub shared access policy's connection string (with RegistryRead and RegistryWrite)")
+			}
+			if cs.DeviceID != "" {
+				bad(key("connection_string"), "DeviceId is set: it must be a hub shared access policy's connection string, not a device's")
+			}
+			if h.HostName != "" && !strings.EqualFold(cs.HostName, h.HostName) {
+				bad(key("connection_string"), "HostName %q does not match host_name %q", cs.HostName, h.HostName)
+			}
+		}
+		if h.Address != "" {
+			if host, port, err := net.SplitHostPort(h.Address); err != nil {
+				bad(key("address"), "%q is not host:port (%v)", h.Address, err)
+			} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || host == "" {
+				bad(key("address"), "%q needs a host and a port from 1 to 65535", h.Address)
+			}
+		}
+		if h.CAFile != "" && strings.TrimSpace(h.CAFile) == "" {
+			bad(key("ca_file"), "must not be blank")
+		}
+		if w := h.EffectiveWeight(); w < 1 || w > 1000 {
+			bad(key("weight"), "%d is not between 1 and 1000", w)
+		}
+	}
 }

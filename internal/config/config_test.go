@@ -27,6 +27,20 @@ func TestBadConfigs(t *testing.T) {
 		"webhook_timeout.bad.toml":   "webhook_timeout: 10m0s is not between 0 and 5m",
 		"unknown_key.bad.toml":       "data_dri",
 		"duration.bad.toml":          `invalid duration "soon"`,
+
+		"linked_hub_host_name.bad.toml":                "linked_hub[0].host_name: is required",
+		"linked_hub_host_name_invalid.bad.toml":        `linked_hub[0].host_name: "hub_2!" is not a host name or IP address`,
+		"linked_hub_self.bad.toml":                     `linked_hub[0].host_name: "Muster.Example.com" is the in-process hub's name (hostnames[0])`,
+		"linked_hub_duplicate.bad.toml":                `linked_hub[1].host_name: "HUB2.example.com" is already linked by linked_hub[0]`,
+		"linked_hub_connection_string.bad.toml":        "linked_hub[0].connection_string: is required",
+		"linked_hub_connection_string_key.bad.toml":    "linked_hub[0].connection_string: invalid connection string: SharedAccessKey: decode key: sas: invalid key",
+		"linked_hub_connection_string_device.bad.toml": "linked_hub[0].connection_string: SharedAccessKeyName is missing",
+		"linked_hub_connection_string_host.bad.toml":   `linked_hub[0].connection_string: HostName "hub3.example.com" does not match host_name "hub2.example.com"`,
+		"linked_hub_address.bad.toml":                  `linked_hub[0].address: "10.0.0.7" is not host:port`,
+		"linked_hub_address_port.bad.toml":             `linked_hub[0].address: "10.0.0.7:0" needs a host and a port from 1 to 65535`,
+		"linked_hub_weight.bad.toml":                   "linked_hub[0].weight: 1001 is not between 1 and 1000",
+		"linked_hub_ca_file.bad.toml":                  "linked_hub[0].ca_file: must not be blank",
+		"linked_hub_unknown_key.bad.toml":              "wieght",
 	}
 	files, err := filepath.Glob("testdata/*.bad.toml")
 	if err != nil {
@@ -74,6 +88,62 @@ func TestGoodConfigAndPrecedence(t *testing.T) {
 	}
 }
 
+func TestLinkedHubs(t *testing.T) {
+	c := Defaults()
+	if err := c.LoadFile("testdata/linked_hub.good.toml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	weight, apply := 250, false
+	want := []LinkedHub{
+		{HostName: "hub2.example.com", ConnectionString: "HostName=hub2.example.com;SharedAccessKeyName=registryReadWrite;SharedAccessKey=" + key},
+		{HostName: "hub3.example.com", ConnectionString: "HostName=hub3.example.com;SharedAccessKeyName=iothubowner;SharedAccessKey=" + key,
+			Address: "10.0.0.7:8443", CAFile: "/etc/muster/hub3-ca.pem", Weight: &weight, ApplyAllocationPolicy: &apply},
+	}
+	if d := cmp.Diff(want, c.LinkedHubs); d != "" {
+		t.Fatalf("linked hubs (-want +got):\n%s", d)
+	}
+	type effective struct {
+		Weight int
+		Apply  bool
+	}
+	var got []effective
+	for _, h := range c.LinkedHubs {
+		got = append(got, effective{h.EffectiveWeight(), h.AppliesAllocationPolicy()})
+	}
+	if d := cmp.Diff([]effective{{1, true}, {250, false}}, got); d != "" {
+		t.Fatalf("defaults (-want +got):\n%s", d)
+	}
+}
+
+// A rejected connection string is described without quoting its key.
+func TestLinkedHubErrorsKeepKeysOut(t *testing.T) {
+	const secret = "c2VjcmV0LWtleS1tYXRlcmlhbC0wMTIzNDU2Nzg5YWI="
+	tests := []struct {
+		name, conn string
+	}{
+		{"host mismatch", "HostName=other.example.com;SharedAccessKeyName=p;SharedAccessKey=" + secret},
+		{"device string", "HostName=hub2.example.com;DeviceId=d;SharedAccessKey=" + secret},
+		{"bad key", "HostName=hub2.example.com;SharedAccessKeyName=p;SharedAccessKey=" + secret + "!"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			c.LinkedHubs = []LinkedHub{{HostName: "hub2.example.com", ConnectionString: tc.conn}}
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), "linked_hub[0].connection_string:") {
+				t.Fatalf("error = %v, want one naming linked_hub[0].connection_string", err)
+			}
+			if strings.Contains(err.Error(), secret[:16]) {
+				t.Fatalf("error quotes the key: %v", err)
+			}
+		})
+	}
+}
+
 func TestValidateReportsEveryProblem(t *testing.T) {
 	c := Defaults()
 	c.DataDir, c.LogLevel, c.HubWeight = "", "loud", 2000
@@ -99,7 +169,7 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	for _, p := range []string{"testdata/full.good.toml", "testdata/duration.bad.toml"} {
+	for _, p := range []string{"testdata/full.good.toml", "testdata/duration.bad.toml", "testdata/linked_hub.good.toml"} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)
