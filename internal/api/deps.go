@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"github.com/muster-iot/muster/internal/access"
 
 	"github.com/muster-iot/muster/internal/enroll"
 	"github.com/muster-iot/muster/internal/provision"
@@ -47,14 +48,8 @@ type Enrollments interface {
 	VerifyCA(ctx context.Context, name, certificate, ifMatch string) (*enroll.CACertificate, error)
 }
 
-// Policy is a shared access policy; Realm is "dps" or "hub".
-type Policy struct {
-	Name         string   `json:"name"`
-	Realm        string   `json:"realm"`
-	PrimaryKey   string   `json:"primaryKey"`
-	SecondaryKey string   `json:"secondaryKey"`
-	Rights       []string `json:"rights"`
-}
+// Policy is a shared access policy (see package access).
+type Policy = access.Policy
 
 // Policies looks up shared access policies by name.
 type Policies interface {

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/muster-iot/muster/internal/api"
+	"github.com/muster-iot/muster/internal/access"
 	"github.com/muster-iot/muster/internal/pki"
 	"github.com/muster-iot/muster/internal/sas"
 	"github.com/muster-iot/muster/internal/store"
@@ -50,11 +50,11 @@ const (
 
 // identity is the persistent part of an instance.
 type identity struct {
-	IDScope  string       `json:"idScope"`
-	CACert   string       `json:"caCert"`
-	CAKey    string       `json:"caKey"`
-	Policies []api.Policy `json:"policies"`
-	Created  time.Time    `json:"created"`
+	IDScope  string          `json:"idScope"`
+	CACert   string          `json:"caCert"`
+	CAKey    string          `json:"caKey"`
+	Policies []access.Policy `json:"policies"`
+	Created  time.Time       `json:"created"`
 }
 
 type serverCert struct {
@@ -71,7 +71,7 @@ type Instance struct {
 	TLSCertificate tls.Certificate
 	CA             *x509.Certificate
 	CAFile         string
-	policies       []api.Policy
+	policies       []access.Policy
 }
 
 // Open loads the instance identity from docs, creating it on first start,
@@ -134,16 +134,16 @@ func loadOrCreate(ctx context.Context, docs store.Docs, now time.Time) (*identit
 		return nil, err
 	}
 	id.CACert, id.CAKey = string(root.CertPEM()), string(keyPEM)
-	newPolicy := func(name, realm string, rights []string) (api.Policy, error) {
+	newPolicy := func(name, realm string, rights []string) (access.Policy, error) {
 		p, err := sas.GenerateKey()
 		if err != nil {
-			return api.Policy{}, err
+			return access.Policy{}, err
 		}
 		s, err := sas.GenerateKey()
 		if err != nil {
-			return api.Policy{}, err
+			return access.Policy{}, err
 		}
-		return api.Policy{Name: name, Realm: realm, PrimaryKey: p, SecondaryKey: s, Rights: rights}, nil
+		return access.Policy{Name: name, Realm: realm, PrimaryKey: p, SecondaryKey: s, Rights: rights}, nil
 	}
 	p, err := newPolicy("provisioningserviceowner", "dps", DPSRights)
 	if err != nil {
@@ -213,13 +213,13 @@ func serverCertificate(ctx context.Context, docs store.Docs, ca *pki.Issued, hos
 }
 
 // Policy returns a shared access policy by name (api.Policies).
-func (in *Instance) Policy(name string) (api.Policy, bool) {
+func (in *Instance) Policy(name string) (access.Policy, bool) {
 	for _, p := range in.policies {
 		if strings.EqualFold(p.Name, name) {
 			return p, true
 		}
 	}
-	return api.Policy{}, false
+	return access.Policy{}, false
 }
 
 // ConnectionString returns HostName=…;SharedAccessKeyName=…;SharedAccessKey=…
