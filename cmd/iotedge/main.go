@@ -1,6 +1,7 @@
 // Command iotedge is Muster's device-side runtime: it provisions an IoT Edge
 // device through the provisioning service and runs its modules. This build
-// carries the command skeleton; the daemon arrives with the edge runtime.
+// carries the configuration commands (init, config apply); the daemon
+// arrives with the edge runtime.
 package main
 
 import (
@@ -34,6 +35,7 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 			return err
 		},
 	})
+	root.AddCommand(newInitCmd(stdout), newConfigCmd(stdout))
 	return root
 }
 
