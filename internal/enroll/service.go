@@ -478,60 +478,76 @@ func checkBulk(mode string, n int) error {
 	return err
 }
 
-// BulkEnrollments applies one mode to up to ten individual enrollments.
-// Items succeed or fail independently.
-func (s *Service) BulkEnrollments(ctx context.Context, mode string, items []*IndividualEnrollment) (*BulkResult, error) {
+// bulkItem is how runBulk sees one item of a bulk operation.
+type bulkItem struct {
+	etag string
+	put  func(store.Cond) error
+	del  func() error
+	fail func(code int, status string) BulkError
+}
+
+// runBulk applies one mode to each item independently.
+func runBulk(mode string, items []bulkItem) (*BulkResult, error) {
 	if err := checkBulk(mode, len(items)); err != nil {
 		return nil, err
 	}
 	res := &BulkResult{IsSuccessful: true, Errors: []BulkError{}}
 	for _, it := range items {
-		if it == nil {
-			continue
-		}
-		c, err := bulkCond(mode, it.ETag)
+		c, err := bulkCond(mode, it.etag)
 		if err == nil {
 			if mode == BulkDelete {
-				err = mapStoreErr(s.docs.Delete(ctx, store.KindEnrollment, Key(it.RegistrationID), StoreETag(it.ETag)))
+				err = it.del()
 			} else {
-				_, err = s.putEnrollment(ctx, it, c)
+				err = it.put(c)
 			}
 		}
 		if err != nil {
-			code, status := bulkError(err)
 			res.IsSuccessful = false
-			res.Errors = append(res.Errors, BulkError{RegistrationID: it.RegistrationID, ErrorCode: code, ErrorStatus: status})
+			res.Errors = append(res.Errors, it.fail(bulkError(err)))
 		}
 	}
 	return res, nil
 }
 
-// BulkGroups applies one mode to up to ten enrollment groups.
-func (s *Service) BulkGroups(ctx context.Context, mode string, items []*EnrollmentGroup) (*BulkResult, error) {
-	if err := checkBulk(mode, len(items)); err != nil {
-		return nil, err
-	}
-	res := &BulkResult{IsSuccessful: true, Errors: []BulkError{}}
+// BulkEnrollments applies one mode to up to ten individual enrollments.
+// Items succeed or fail independently.
+func (s *Service) BulkEnrollments(ctx context.Context, mode string, items []*IndividualEnrollment) (*BulkResult, error) {
+	var bi []bulkItem
 	for _, it := range items {
 		if it == nil {
 			continue
 		}
-		c, err := bulkCond(mode, it.ETag)
-		if err == nil {
-			if mode == BulkDelete {
-				err = mapStoreErr(s.docs.Delete(ctx, store.KindEnrollmentGroup, Key(it.EnrollmentGroupID), StoreETag(it.ETag)))
-				s.invalidateGroups()
-			} else {
-				_, err = s.putGroup(ctx, it, c)
-			}
-		}
-		if err != nil {
-			code, status := bulkError(err)
-			res.IsSuccessful = false
-			res.Errors = append(res.Errors, BulkError{EnrollmentGroupID: it.EnrollmentGroupID, ErrorCode: code, ErrorStatus: status})
-		}
+		bi = append(bi, bulkItem{
+			etag: it.ETag,
+			put:  func(c store.Cond) error { _, err := s.putEnrollment(ctx, it, c); return err },
+			del: func() error {
+				return mapStoreErr(s.docs.Delete(ctx, store.KindEnrollment, Key(it.RegistrationID), StoreETag(it.ETag)))
+			},
+			fail: func(code int, status string) BulkError {
+				return BulkError{RegistrationID: it.RegistrationID, ErrorCode: code, ErrorStatus: status}
+			},
+		})
 	}
-	return res, nil
+	return runBulk(mode, bi)
+}
+
+// BulkGroups applies one mode to up to ten enrollment groups.
+func (s *Service) BulkGroups(ctx context.Context, mode string, items []*EnrollmentGroup) (*BulkResult, error) {
+	var bi []bulkItem
+	for _, it := range items {
+		if it == nil {
+			continue
+		}
+		bi = append(bi, bulkItem{
+			etag: it.ETag,
+			put:  func(c store.Cond) error { _, err := s.putGroup(ctx, it, c); return err },
+			del:  func() error { return s.DeleteGroup(ctx, it.EnrollmentGroupID, it.ETag) },
+			fail: func(code int, status string) BulkError {
+				return BulkError{EnrollmentGroupID: it.EnrollmentGroupID, ErrorCode: code, ErrorStatus: status}
+			},
+		})
+	}
+	return runBulk(mode, bi)
 }
 
 // ---- registration records ----

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/muster-iot/muster/internal/client/svcconn"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 )
 
 // Sentinel errors callers branch on; an *Error matches the one of its
@@ -103,13 +103,13 @@ func parseError(status int, h http.Header, body []byte) *Error {
 		if e.Code == "" {
 			e.Code = code
 		}
-		e.Message = shorten(text)
-		e.TrackingID = shorten(trackingID(eb.ExceptionMessage))
+		e.Message = svcconn.Shorten(text, maxErrorText)
+		e.TrackingID = svcconn.Shorten(trackingID(eb.ExceptionMessage), maxErrorText)
 	} else if len(trimmed) > 0 {
-		e.Message = shorten(string(trimmed))
+		e.Message = svcconn.Shorten(string(trimmed), maxErrorText)
 	}
 	if e.TrackingID == "" {
-		e.TrackingID = shorten(h.Get("x-ms-request-id"))
+		e.TrackingID = svcconn.Shorten(h.Get("x-ms-request-id"), maxErrorText)
 	}
 	return e
 }
@@ -133,17 +133,4 @@ func trackingID(exception string) string {
 	}
 	id, _, _ := strings.Cut(rest, "-TimeStamp:")
 	return strings.TrimSpace(id)
-}
-
-// shorten returns at most maxErrorText bytes of s as valid UTF-8.
-func shorten(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= maxErrorText {
-		return s
-	}
-	cut := maxErrorText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }

@@ -16,13 +16,12 @@ package hubclient
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/muster-iot/muster/internal/client/svcconn"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -104,7 +103,7 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse hub connection string: SharedAccessKey: %w", err)
 	}
-	addr, err := dialAddress(opts.Address, cs.HostName)
+	addr, err := svcconn.DialAddress(opts.Address, cs.HostName, "hub address")
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +112,7 @@ func New(opts Options) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.hc == nil {
-		c.hc = newHTTPClient(cs.HostName, opts.RootCAs)
+		c.hc = svcconn.NewHTTPClient(cs.HostName, opts.RootCAs, svcconn.HTTPOptions{MaxIdleConns: 64, Timeout: DefaultTimeout})
 	}
 	return c, nil
 }
@@ -123,49 +122,6 @@ func (c *Client) HostName() string { return c.hostName }
 
 // Address is the "host:port" the client dials.
 func (c *Client) Address() string { return c.address }
-
-// dialAddress validates the address to dial, defaulting to hostName:443.
-func dialAddress(addr, hostName string) (string, error) {
-	if addr == "" {
-		return net.JoinHostPort(hostName, "443"), nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		var ae *net.AddrError
-		if errors.As(err, &ae) && ae.Err == "missing port in address" {
-			return net.JoinHostPort(addr, "443"), nil
-		}
-		return "", fmt.Errorf("parse hub address %q: %w", addr, err)
-	}
-	if host == "" {
-		return "", fmt.Errorf("parse hub address %q: host is empty", addr)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("parse hub address %q: port %q is not a number from 1 to 65535", addr, port)
-	}
-	return addr, nil
-}
-
-// newHTTPClient returns a client that verifies the hub against roots and,
-// when hostName is a DNS name, expects it as the certificate's name.
-func newHTTPClient(hostName string, roots *x509.CertPool) *http.Client {
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-	if net.ParseIP(hostName) == nil {
-		tlsCfg.ServerName = hostName
-	}
-	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsCfg,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          64,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-	return &http.Client{Transport: tr, Timeout: DefaultTimeout}
-}
 
 // response is a completed exchange with a 2xx status.
 type response struct {

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -139,3 +141,22 @@ var (
 
 // BadRequest returns a 400 with a message safe to show the device.
 func BadRequest(msg string) *Error { return &Error{Status: 400, Code: 400004, Message: msg} }
+
+// ParseErrorCode reads an errorCode field as clients meet it: a JSON number
+// or a string of digits; anything else is 0.
+func ParseErrorCode(raw json.RawMessage) int {
+	if len(raw) == 0 {
+		return 0
+	}
+	var n int
+	if json.Unmarshal(raw, &n) == nil {
+		return n
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+			return n
+		}
+	}
+	return 0
+}

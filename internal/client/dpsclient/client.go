@@ -133,6 +133,15 @@ type Options struct {
 	// MaxPolls bounds the follow-up requests (polls and retries after 429
 	// or 5xx) of one registration; default 60.
 	MaxPolls int
+	// PollImmediately sends the first poll as soon as a register request
+	// is answered "assigning" or "unassigned", without waiting for its
+	// Retry-After or PollInterval. Later polls wait as usual, and a 429 or
+	// 5xx answer is always retried after its Retry-After. It is meant for
+	// load generators (`muster bench register`) against a server that
+	// completes the registration before it answers the register request, so
+	// that a registration's measured time is the server's work rather than
+	// the protocol's courtesy delay; real devices should leave it false.
+	PollImmediately bool
 	// RawResource signs the SAS resource ({idScope}/registrations/{id})
 	// as-is like the Node SDK, instead of URL-encoded like the C, C# and
 	// Python SDKs. It exists to exercise servers' tolerance.
@@ -388,7 +397,8 @@ func (c *Client) run(ctx context.Context, ex exchanger, regID string) (*provisio
 			r   reply
 			err error
 		)
-		if opID == "" {
+		registerReply := opID == ""
+		if registerReply {
 			r, err = ex.register(ctx)
 		} else {
 			r, err = ex.poll(ctx, opID)
@@ -420,7 +430,9 @@ func (c *Client) run(ctx context.Context, ex exchanger, regID string) (*provisio
 					return nil, fmt.Errorf("%w: %q response for registration %q has no operationId", ErrProtocol, op.Status, regID)
 				}
 				opID = op.OperationID
-				wait = c.waitFor(r)
+				if !registerReply || !c.opts.PollImmediately {
+					wait = c.waitFor(r)
+				}
 			case provision.StatusAssigned:
 				return assignedResult(regID, &op)
 			case provision.StatusFailed:
@@ -445,6 +457,9 @@ func (c *Client) run(ctx context.Context, ex exchanger, regID string) (*provisio
 				return nil, fmt.Errorf("register %q: %w (%d follow-up requests); last answer: %w", regID, ErrPollLimit, followUps, lastErr)
 			}
 			return nil, fmt.Errorf("register %q: %w (%d follow-up requests); last status %q", regID, ErrPollLimit, followUps, state)
+		}
+		if wait == 0 { // PollImmediately
+			continue
 		}
 		c.log.Debug("dps wait", "registrationId", regID, "operationId", opID, "status", state, "wait", wait)
 		if err := c.sleep(ctx, wait); err != nil {

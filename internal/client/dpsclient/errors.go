@@ -92,7 +92,7 @@ func newStatusError(r reply) *StatusError {
 	}
 	trimmed := bytes.TrimSpace(r.body)
 	if len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &body) == nil {
-		se.ErrorCode = parseErrorCode(body.ErrorCode)
+		se.ErrorCode = provision.ParseErrorCode(body.ErrorCode)
 		se.Message = body.Message
 		if body.TrackingID != "" {
 			se.TrackingID = body.TrackingID
@@ -104,24 +104,6 @@ func newStatusError(r reply) *StatusError {
 		se.Message = http.StatusText(r.status)
 	}
 	return se
-}
-
-// parseErrorCode accepts a JSON number or a string of digits.
-func parseErrorCode(raw json.RawMessage) int {
-	if len(raw) == 0 {
-		return 0
-	}
-	var n int
-	if json.Unmarshal(raw, &n) == nil {
-		return n
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
-			return n
-		}
-	}
-	return 0
 }
 
 // printable returns the start of b as a single printable line.

@@ -13,13 +13,12 @@ package dpsservice
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/muster-iot/muster/internal/client/svcconn"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -91,7 +90,7 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse connection string: SharedAccessKey: %w", err)
 	}
-	server, err := serverAddr(opts.Server, cs.HostName)
+	server, err := svcconn.DialAddress(opts.Server, cs.HostName, "server address")
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +106,7 @@ func New(opts Options) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.hc == nil {
-		c.hc = newHTTPClient(cs.HostName, opts.RootCAs)
+		c.hc = svcconn.NewHTTPClient(cs.HostName, opts.RootCAs, svcconn.HTTPOptions{DialTimeout: 30 * time.Second, ResponseHeaderTimeout: 2 * time.Minute})
 	}
 	return c, nil
 }
@@ -117,49 +116,6 @@ func (c *Client) HostName() string { return c.hostName }
 
 // Server is the "host:port" the client dials.
 func (c *Client) Server() string { return c.server }
-
-// serverAddr validates the address to dial, defaulting to hostName:443.
-func serverAddr(server, hostName string) (string, error) {
-	if server == "" {
-		return net.JoinHostPort(hostName, "443"), nil
-	}
-	host, port, err := net.SplitHostPort(server)
-	if err != nil {
-		var ae *net.AddrError
-		if errors.As(err, &ae) && ae.Err == "missing port in address" {
-			return net.JoinHostPort(server, "443"), nil
-		}
-		return "", fmt.Errorf("parse server address %q: %w", server, err)
-	}
-	if host == "" {
-		return "", fmt.Errorf("parse server address %q: host is empty", server)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("parse server address %q: port %q is not a number from 1 to 65535", server, port)
-	}
-	return server, nil
-}
-
-// newHTTPClient returns a client that verifies the server against roots and,
-// when hostName is a DNS name, expects it as the certificate's name.
-func newHTTPClient(hostName string, roots *x509.CertPool) *http.Client {
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-	if net.ParseIP(hostName) == nil {
-		tlsCfg.ServerName = hostName
-	}
-	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsCfg,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          16,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: 2 * time.Minute,
-	}
-	return &http.Client{Transport: tr}
-}
 
 // request is one call to the service.
 type request struct {

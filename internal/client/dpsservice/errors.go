@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/muster-iot/muster/internal/client/svcconn"
+	"github.com/muster-iot/muster/internal/provision"
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 )
 
 // Sentinel errors callers branch on; an *Error matches the one of its
@@ -89,11 +90,11 @@ func parseError(status int, h http.Header, body []byte) *Error {
 	var eb errorBody
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &eb) == nil {
-		e.ErrorCode = parseCode(eb.ErrorCode)
+		e.ErrorCode = provision.ParseErrorCode(eb.ErrorCode)
 		e.TrackingID = eb.TrackingID
 		e.Message = eb.Message
 	} else if len(trimmed) > 0 {
-		e.Message = shorten(string(trimmed))
+		e.Message = svcconn.Shorten(string(trimmed), maxErrorText)
 	}
 	if e.ErrorCode == 0 {
 		if n, err := strconv.Atoi(h.Get("x-ms-error-code")); err == nil {
@@ -104,34 +105,4 @@ func parseError(status int, h http.Header, body []byte) *Error {
 		e.TrackingID = h.Get("x-ms-request-id")
 	}
 	return e
-}
-
-// parseCode reads errorCode as a JSON number or a string of digits.
-func parseCode(raw json.RawMessage) int {
-	if len(raw) == 0 {
-		return 0
-	}
-	var n int
-	if json.Unmarshal(raw, &n) == nil {
-		return n
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		if n, err := strconv.Atoi(s); err == nil {
-			return n
-		}
-	}
-	return 0
-}
-
-// shorten returns at most maxErrorText bytes of s, cut on a rune boundary.
-func shorten(s string) string {
-	if len(s) <= maxErrorText {
-		return s
-	}
-	cut := maxErrorText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
