@@ -28,6 +28,8 @@ type Store struct {
 	limit    int
 	closed   bool
 	now      func() time.Time
+	streams  map[string]*stream       // stream.go; created on first append
+	waiters  map[string]chan struct{} // StreamChanged channels, by stream
 }
 
 // New returns an empty store keeping at most attemptLimit attempts (0: 1000).
@@ -250,6 +252,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	s.wakeAll()
 	return nil
 }
 

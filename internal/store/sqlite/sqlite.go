@@ -2,14 +2,14 @@
 // ([store.Store]): the database file, its schema migrations, the connection
 // pools and the group-commit writer through which every write passes.
 //
-// Every write (Put, Delete, Apply, AppendAttempt) is queued to one writer
-// goroutine. It takes whatever is queued when it becomes free (up to
-// [Options.MaxBatch] requests), runs each request inside its own SAVEPOINT of
-// one IMMEDIATE transaction and commits once, so a whole batch costs one
-// fsync. A request is answered only after the COMMIT containing it
-// succeeded: acknowledged means durable (with the default synchronous=FULL).
-// Reads go to a separate query-only connection pool and see every
-// acknowledged write (WAL mode).
+// Every write (Put, Delete, Apply, AppendAttempt, AppendMessages,
+// TrimStream) is queued to one writer goroutine. It takes whatever is
+// queued when it becomes free (up to [Options.MaxBatch] requests), runs each
+// request inside its own SAVEPOINT of one IMMEDIATE transaction and commits
+// once, so a whole batch costs one fsync. A request is answered only after
+// the COMMIT containing it succeeded: acknowledged means durable (with the
+// default synchronous=FULL). Reads go to a separate query-only connection
+// pool and see every acknowledged write (WAL mode).
 //
 // The DML is kept portable to PostgreSQL ($1..$n in ascending order, IDs and
 // etags generated in Go, ON CONFLICT and RETURNING), so a PostgreSQL backend
@@ -84,8 +84,8 @@ type Stats struct {
 	// transactions (including requests that failed their own precondition
 	// and were rolled back to their savepoint).
 	Requests uint64
-	// Rows is the number of documents and attempts written or deleted by
-	// committed requests.
+	// Rows is the number of documents, attempts and stream entries written
+	// or deleted by committed requests.
 	Rows uint64
 }
 
@@ -102,6 +102,9 @@ type Store struct {
 
 	rdb *sql.DB // reader pool, query_only
 	r   readerStmts
+
+	stream streamStmts // stream statements on both connections (stream.go)
+	wake   streamWake  // in-process wake-ups of stream readers
 
 	// mu guards closed and the sends on queue: senders hold it shared,
 	// Close holds it exclusively while it closes queue.
@@ -172,6 +175,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := s.w.prepare(ctx, s.wconn); err != nil {
 		return nil, err
 	}
+	if err := s.stream.prepareWriter(ctx, s.wconn); err != nil {
+		return nil, err
+	}
 
 	s.rdb, err = sql.Open("sqlite", dsn(abs, false, ""))
 	if err != nil {
@@ -184,6 +190,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite readers %s: %w", abs, err)
 	}
 	if err := s.r.prepare(ctx, s.rdb); err != nil {
+		return nil, err
+	}
+	if err := s.stream.prepareReader(ctx, s.rdb); err != nil {
 		return nil, err
 	}
 
@@ -305,6 +314,7 @@ func (s *Store) Close() error {
 	close(s.queue)
 	s.mu.Unlock()
 	<-s.stopped
+	s.wake.close()
 	return s.closeHandles()
 }
 
@@ -312,7 +322,7 @@ func (s *Store) Close() error {
 // whichever exist.
 func (s *Store) closeHandles() error {
 	var errs []error
-	errs = append(errs, s.r.close(), s.w.close())
+	errs = append(errs, s.r.close(), s.w.close(), s.stream.close())
 	if s.wconn != nil {
 		errs = append(errs, s.wconn.Close())
 	}

@@ -22,7 +22,15 @@ const (
 type request struct {
 	ctx     context.Context
 	writes  []store.Write // a document batch, or
-	attempt *attemptRow   // one attempt
+	attempt *attemptRow   // one attempt, or
+	// exec, any other write (stream appends and trims): the writer runs it
+	// inside the request's savepoint; it returns how many rows it wrote or
+	// deleted.
+	exec func(ctx context.Context) (rows int, err error)
+	// committed, when set, runs on the writer goroutine after the COMMIT
+	// that made the request's successful outcome durable, before the
+	// request is answered.
+	committed func()
 
 	state atomic.Int32
 	done  chan struct{} // closed by the writer after recs and err are set
@@ -177,12 +185,23 @@ func (s *Store) commitBatch(queued []*request) {
 	}
 	s.rows.Add(uint64(rows))
 	for i, r := range batch {
+		if outcomes[i].err == nil && r.committed != nil {
+			r.committed()
+		}
 		r.answer(outcomes[i].recs, outcomes[i].err)
 	}
 }
 
 // execute runs one request inside the open transaction.
 func (s *Store) execute(ctx context.Context, r *request) ([]store.Record, error) {
+	if r.exec != nil {
+		n, err := r.exec(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r.rows = n
+		return nil, nil
+	}
 	if r.attempt != nil {
 		if err := s.insertAttempt(ctx, r.attempt); err != nil {
 			return nil, err
