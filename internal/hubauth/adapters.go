@@ -1,0 +1,229 @@
+package hubauth
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/muster-iot/muster/internal/enroll"
+	"github.com/muster-iot/muster/internal/pki"
+	"github.com/muster-iot/muster/internal/registry"
+)
+
+// DeviceGetter reads device identities; *registry.Hub implements it.
+// A missing device is an error matching registry.ErrNotFound.
+type DeviceGetter interface {
+	GetDevice(ctx context.Context, deviceID string) (*registry.Device, error)
+}
+
+// RegistryIdentities adapts a hub registry to Identities. The registry has
+// no module identities yet, so every module is reported not found.
+type RegistryIdentities struct {
+	devices DeviceGetter
+}
+
+// NewRegistryIdentities returns Identities over a hub registry.
+func NewRegistryIdentities(devices DeviceGetter) *RegistryIdentities {
+	return &RegistryIdentities{devices: devices}
+}
+
+// Device returns a device identity; a missing one is an error matching
+// ErrNotFound (and registry.ErrNotFound).
+func (r *RegistryIdentities) Device(ctx context.Context, deviceID string) (*registry.Device, error) {
+	d, err := r.devices.GetDevice(ctx, deviceID)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get device %q: %w", deviceID, err)
+	}
+	return d, nil
+}
+
+// Module reports every module as not found: the registry does not store
+// module identities yet.
+func (r *RegistryIdentities) Module(ctx context.Context, deviceID, moduleID string) (*Module, error) {
+	return nil, fmt.Errorf("%w: module %q of device %q (the registry has no module identities)", ErrNotFound, moduleID, deviceID)
+}
+
+// EnrollmentTrust is the part of the enrollment service the trust anchors
+// come from; *enroll.Service implements it. GetGroup returns an error
+// matching enroll.ErrNotFound for a missing group, CACertificate nil, nil
+// for a missing CA.
+type EnrollmentTrust interface {
+	GetGroup(ctx context.Context, id string) (*enroll.EnrollmentGroup, error)
+	CACertificate(ctx context.Context, name string) (*enroll.CACertificate, error)
+	ListCAs(ctx context.Context) ([]*enroll.CACertificate, error)
+}
+
+// certCacheSize bounds the cache of parsed anchor certificates.
+const certCacheSize = 512
+
+// EnrollmentAnchors adapts the enrollment service to Anchors: a device's
+// anchors are every CA certificate registered with the service (verified
+// or not: unverified ones only explain a ca_not_verified refusal) and, when
+// an X.509 enrollment group provisioned the device, the group's signing
+// certificates and CA references. Parsed certificates are cached. It is
+// safe for concurrent use.
+type EnrollmentAnchors struct {
+	src   EnrollmentTrust
+	certs *certCache
+}
+
+// NewEnrollmentAnchors returns Anchors over the enrollment service.
+func NewEnrollmentAnchors(src EnrollmentTrust) *EnrollmentAnchors {
+	return &EnrollmentAnchors{src: src, certs: newCertCache(certCacheSize)}
+}
+
+// TrustAnchors returns the anchors for device. Certificates that do not
+// parse and references to missing CAs or groups are skipped and described
+// in Trust.Notes; only failures of the enrollment service are errors.
+func (e *EnrollmentAnchors) TrustAnchors(ctx context.Context, device *registry.Device) (Trust, error) {
+	var tr Trust
+	cas, err := e.src.ListCAs(ctx)
+	if err != nil {
+		return Trust{}, fmt.Errorf("list CA certificates: %w", err)
+	}
+	listed := map[string]bool{}
+	for _, ca := range cas {
+		if ca == nil {
+			continue
+		}
+		cert, err := e.certs.parse(ca.Certificate)
+		if err != nil {
+			tr.Notes = append(tr.Notes, fmt.Sprintf("CA certificate %q does not parse: %v", ca.Name, err))
+			continue
+		}
+		listed[strings.ToLower(ca.Name)] = true
+		tr.Anchors = append(tr.Anchors, Anchor{Cert: cert, Source: AnchorCACertificate, Name: ca.Name, Verified: ca.IsVerified})
+	}
+	if device == nil || device.ProvisionedBy == nil || device.ProvisionedBy.EnrollmentGroupID == "" {
+		return tr, nil
+	}
+	gid := device.ProvisionedBy.EnrollmentGroupID
+	g, err := e.src.GetGroup(ctx, gid)
+	if errors.Is(err, enroll.ErrNotFound) {
+		tr.Notes = append(tr.Notes, fmt.Sprintf("device %q was provisioned by enrollment group %s, which no longer exists", device.DeviceID, gid))
+		return tr, nil
+	}
+	if err != nil {
+		return Trust{}, fmt.Errorf("get enrollment group %s: %w", gid, err)
+	}
+	if g.Attestation == nil || g.Attestation.X509 == nil {
+		typ := "no"
+		if g.Attestation != nil {
+			typ = g.Attestation.Type
+		}
+		tr.Notes = append(tr.Notes, fmt.Sprintf("device %q was provisioned by enrollment group %s, which has %s attestation, not x509", device.DeviceID, gid, typ))
+		return tr, nil
+	}
+	x := g.Attestation.X509
+	if sc := x.SigningCertificates; sc != nil {
+		for _, s := range []struct {
+			slot string
+			w    *enroll.X509CertificateWithInfo
+		}{{"primary", sc.Primary}, {"secondary", sc.Secondary}} {
+			if s.w == nil || s.w.Certificate == "" {
+				continue
+			}
+			cert, err := e.certs.parse(s.w.Certificate)
+			if err != nil {
+				tr.Notes = append(tr.Notes, fmt.Sprintf("the %s signing certificate of enrollment group %s does not parse: %v", s.slot, gid, err))
+				continue
+			}
+			tr.Anchors = append(tr.Anchors, Anchor{Cert: cert, Source: AnchorSigningCertificate, GroupID: g.EnrollmentGroupID, Slot: s.slot, Verified: true})
+		}
+	}
+	if refs := x.CAReferences; refs != nil {
+		for _, s := range []struct{ slot, name string }{{"primary", refs.Primary}, {"secondary", refs.Secondary}} {
+			if s.name == "" || listed[strings.ToLower(s.name)] {
+				continue // a listed CA is an anchor already, with the same verification state
+			}
+			ca, err := e.src.CACertificate(ctx, s.name)
+			if err != nil {
+				return Trust{}, fmt.Errorf("get CA certificate %q referenced by enrollment group %s: %w", s.name, gid, err)
+			}
+			if ca == nil {
+				tr.Notes = append(tr.Notes, fmt.Sprintf("enrollment group %s references CA certificate %q, which does not exist", gid, s.name))
+				continue
+			}
+			cert, err := e.certs.parse(ca.Certificate)
+			if err != nil {
+				tr.Notes = append(tr.Notes, fmt.Sprintf("CA certificate %q referenced by enrollment group %s does not parse: %v", s.name, gid, err))
+				continue
+			}
+			tr.Anchors = append(tr.Anchors, Anchor{Cert: cert, Source: AnchorCAReference, Name: ca.Name, GroupID: g.EnrollmentGroupID, Slot: s.slot, Verified: ca.IsVerified})
+		}
+	}
+	return tr, nil
+}
+
+// certCache keeps parsed certificates keyed by the SHA-256 of their text,
+// evicting the least recently used beyond max entries. Parse failures are
+// cached too: they are as deterministic as successes.
+type certCache struct {
+	mu  sync.Mutex
+	max int
+	ll  *list.List // of *cacheEntry, most recent first
+	m   map[[sha256.Size]byte]*list.Element
+}
+
+type cacheEntry struct {
+	key  [sha256.Size]byte
+	cert *x509.Certificate
+	err  error
+}
+
+func newCertCache(max int) *certCache {
+	return &certCache{max: max, ll: list.New(), m: make(map[[sha256.Size]byte]*list.Element)}
+}
+
+// parse returns the first certificate of s (PEM, base64 or DER text).
+func (c *certCache) parse(s string) (*x509.Certificate, error) {
+	key := sha256.Sum256([]byte(s))
+	c.mu.Lock()
+	if el, ok := c.m[key]; ok {
+		c.ll.MoveToFront(el)
+		e := el.Value.(*cacheEntry)
+		c.mu.Unlock()
+		return e.cert, e.err
+	}
+	c.mu.Unlock()
+
+	var cert *x509.Certificate
+	certs, err := pki.ParseCertificates([]byte(s))
+	switch {
+	case err != nil:
+	case len(certs) == 0:
+		err = errors.New("no certificate found")
+	default:
+		cert = certs[0]
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.m[key]; ok { // parsed concurrently
+		c.ll.MoveToFront(el)
+		e := el.Value.(*cacheEntry)
+		return e.cert, e.err
+	}
+	c.m[key] = c.ll.PushFront(&cacheEntry{key: key, cert: cert, err: err})
+	for c.ll.Len() > c.max {
+		old := c.ll.Back()
+		c.ll.Remove(old)
+		delete(c.m, old.Value.(*cacheEntry).key)
+	}
+	return cert, err
+}
+
+// len returns the number of cached entries.
+func (c *certCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len()
+}
