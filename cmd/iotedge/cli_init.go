@@ -27,6 +27,7 @@ type initOptions struct {
 	hostname, homedir        string
 	configFile               string
 	force                    bool
+	installService           bool
 }
 
 // newInitCmd builds `iotedge init`, the counterpart of the IoT Edge 1.1
@@ -54,7 +55,16 @@ device registers with its certificate's CN. An inline symmetric key is stored
 in a key file under homedir. The configuration is written like
 "iotedge config apply" writes it.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runInit(stdout, o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := runInit(stdout, o); err != nil || !o.installService {
+				return err
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("init: locate this executable for the service: %w", err)
+			}
+			return installAndStartService(cmd.Context(), stdout, platformServices{}, exe, o.configFile)
+		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.dpsX509, "dps-x509", false, "provision through DPS with an X.509 identity certificate")
@@ -72,6 +82,7 @@ in a key file under homedir. The configuration is written like
 	f.StringVar(&o.homedir, "homedir", config.DefaultHomedir(), "the runtime's state directory")
 	f.StringVar(&o.configFile, "config-file", config.DefaultConfigPath(), "where the runtime reads its configuration")
 	f.BoolVar(&o.force, "force", false, "overwrite an existing configuration file")
+	f.BoolVar(&o.installService, "install-service", false, "then install the runtime's system service and start it (restart it when installed)")
 	cmd.MarkFlagsMutuallyExclusive("dps-x509", "dps-symmetric-key")
 	cmd.MarkFlagsOneRequired("dps-x509", "dps-symmetric-key")
 	return cmd

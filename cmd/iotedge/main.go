@@ -1,7 +1,8 @@
-// Command iotedge is Muster's device-side runtime: it provisions an IoT Edge
-// device through the provisioning service and runs its modules. This build
-// carries the configuration commands (init, config apply); the daemon
-// arrives with the edge runtime.
+// Command iotedge is Muster's device-side runtime CLI: it writes the device
+// configuration (init, config apply), checks the device's setup (check), and
+// manages the iotedge OS service (service, system). The daemon that
+// provisions through DPS and runs modules is wired in by the edge issue; its
+// building blocks live under internal/edge.
 package main
 
 import (
@@ -36,6 +37,8 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 		},
 	})
 	root.AddCommand(newInitCmd(stdout), newConfigCmd(stdout))
+	root.AddCommand(newCheckCmd(stdout))
+	root.AddCommand(newServiceCmd(stdout, platformServices{}, awaitStop), newSystemCmd(stdout, platformServices{}))
 	return root
 }
 
