@@ -21,6 +21,8 @@ import (
 	"github.com/muster-iot/muster/internal/api"
 	"github.com/muster-iot/muster/internal/config"
 	"github.com/muster-iot/muster/internal/enroll"
+	hubcore "github.com/muster-iot/muster/internal/hub"
+	"github.com/muster-iot/muster/internal/hubauth"
 	"github.com/muster-iot/muster/internal/hubclient"
 	"github.com/muster-iot/muster/internal/instance"
 	"github.com/muster-iot/muster/internal/mqtt"
@@ -28,6 +30,7 @@ import (
 	"github.com/muster-iot/muster/internal/registry"
 	"github.com/muster-iot/muster/internal/store"
 	"github.com/muster-iot/muster/internal/store/sqlite"
+	"github.com/muster-iot/muster/internal/telemetry"
 	"github.com/muster-iot/muster/internal/webhook"
 )
 
@@ -155,7 +158,27 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err != nil {
 		return err
 	}
-	broker, err := mqtt.New(mqtt.Options{Logger: log.With("component", "mqtt"), DPS: prov, Now: now})
+	events, err := telemetry.NewEndpoint(st, telemetry.Options{Now: now, Logger: log.With("component", "telemetry")})
+	if err != nil {
+		return err
+	}
+	hubAuth, err := hubauth.New(hubauth.Options{
+		HubHostName: hub.HostName(), Identities: hubauth.NewRegistryIdentities(hub),
+		Anchors: hubauth.NewEnrollmentAnchors(enrollments), Policies: inst, Attempts: st, Now: now,
+		Logger: log.With("component", "hubauth"),
+	})
+	if err != nil {
+		return err
+	}
+	hubSvc, err := hubcore.New(hubcore.Options{Registry: hub, Auth: hubAuth, Telemetry: events, Now: now, Logger: log.With("component", "hub")})
+	if err != nil {
+		return err
+	}
+	hubRealm, err := mqtt.NewHubRealm(hubSvc, log.With("component", "mqtt"))
+	if err != nil {
+		return err
+	}
+	broker, err := mqtt.New(mqtt.Options{Logger: log.With("component", "mqtt"), DPS: prov, Now: now, HubRealm: hubRealm})
 	if err != nil {
 		return err
 	}
@@ -168,7 +191,7 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err != nil {
 		return err
 	}
-	if err := a.MountHub(hub); err != nil {
+	if err := a.MountHub(hubSvc); err != nil {
 		return err
 	}
 	a.Handle(http.MethodGet, "/$iothub/websocket", broker.WebSocketHandler())
@@ -222,6 +245,7 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 		}
 		return nil
 	})
+	g.Go(func() error { return events.RunRetention(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down")

@@ -12,6 +12,6 @@
 // chain to DPS with each request, and the hub realm authenticates its own
 // clients.
 //
-// The package imports no SQL driver and no domain package other than
-// provision's transport-facing types.
+// The package imports no SQL driver; of the domain it uses only the
+// transport-facing types of provision (DPS), hub and hubauth (the hub realm).
 package mqtt

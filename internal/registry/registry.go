@@ -20,6 +20,7 @@ import (
 
 	"github.com/muster-iot/muster/internal/provision"
 	"github.com/muster-iot/muster/internal/store"
+	"github.com/muster-iot/muster/internal/twin"
 )
 
 // ErrNotFound means the device does not exist in this hub.
@@ -893,4 +894,58 @@ func MergePatch(target, patch map[string]any) map[string]any {
 		}
 	}
 	return target
+}
+
+// PatchReported merge-patches a twin's reported properties (RFC 7396), as a
+// device's $iothub/twin/PATCH/properties/reported/ does, under package
+// twin's rules (keys, depth, string and 32 KiB section limits; top-level
+// "$version" and "$metadata" in the patch are ignored). The reported
+// $version and the twin version each go up by one and the reported
+// $metadata is stamped. Errors: ErrNotFound, or an error wrapping
+// twin.ErrInvalid or twin.ErrTooLarge that names the offending path.
+func (h *Hub) PatchReported(ctx context.Context, deviceID string, patch json.RawMessage) (*Twin, error) {
+	for range casAttempts {
+		t, err := h.patchReportedOnce(ctx, deviceID, patch)
+		if errors.Is(err, errLostRace) {
+			continue
+		}
+		return t, err
+	}
+	return nil, fmt.Errorf("patch reported properties of twin %s: %w: it kept changing concurrently", deviceID, ErrPrecondition)
+}
+
+func (h *Hub) patchReportedOnce(ctx context.Context, deviceID string, patch json.RawMessage) (*Twin, error) {
+	t, err := h.GetTwin(ctx, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("patch reported properties: %w", err)
+	}
+	var cur twin.Collection
+	if err := json.Unmarshal(objectOrEmpty(t.Properties.Reported), &cur); err != nil {
+		return nil, fmt.Errorf("decode stored reported properties of twin %s: %w", deviceID, err)
+	}
+	tw := &twin.Twin{DeviceID: deviceID, Version: t.Version, Properties: twin.Properties{Reported: cur}}
+	if err := twin.PatchReported(tw, patch, h.now()); err != nil {
+		return nil, fmt.Errorf("patch reported properties of twin %s: %w", deviceID, err)
+	}
+	reported, err := json.Marshal(tw.Properties.Reported)
+	if err != nil {
+		return nil, fmt.Errorf("encode reported properties of twin %s: %w", deviceID, err)
+	}
+	etag := t.ETag
+	t.ETag = ""
+	t.Version = tw.Version
+	t.Properties.Reported = reported
+	doc, err := json.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("encode twin %s: %w", deviceID, err)
+	}
+	out, err := h.docs.Put(ctx, store.Record{Kind: store.KindTwin, ID: h.key(deviceID), Group: strings.ToLower(h.host), Doc: doc}, store.Cond{IfMatch: etag})
+	switch {
+	case errors.Is(err, store.ErrPrecondition):
+		return nil, errLostRace
+	case err != nil:
+		return nil, fmt.Errorf("update twin %s: %w", deviceID, err)
+	}
+	t.ETag = out.ETag
+	return t, nil
 }

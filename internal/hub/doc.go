@@ -1,0 +1,27 @@
+// Package hub owns the hub's device-facing core: what an authenticated
+// device or module connection may do and what the hub does for it. A
+// connection is authenticated by package hubauth and becomes a Session,
+// which
+//
+//   - applies the per-identity topic rules (hub-edge-protocol §2.3): a
+//     client publishes and subscribes only on its own topics;
+//   - stores telemetry (devices/{id}[/modules/{mid}]/messages/events/{bag})
+//     in the built-in endpoint, stamped with the authenticated identity and
+//     the enqueued time, before the transport acknowledges it;
+//   - answers twin requests ($iothub/twin/GET and reported PATCH) on
+//     $iothub/twin/res/{status}/?$rid={rid}[&$version={v}];
+//   - pushes desired-property changes made through the Service's registry
+//     operations to connected clients that subscribed to
+//     $iothub/twin/PATCH/properties/desired/#, as the merge patch from the
+//     last desired properties the client was sent (or had when it
+//     subscribed) plus "$version".
+//
+// The Service also fronts the identity registry for the hub service API,
+// so that twin writes through it reach the desired-change notifications;
+// notifications are in-process (a client connected to another instance
+// learns of the change by its next twin GET).
+//
+// Topic strings are the Azure IoT wire protocol and belong here; the MQTT
+// transport (package mqtt's hub realm) only carries them. This is a domain
+// package: it imports no net/http, no MQTT library and no SQL driver.
+package hub

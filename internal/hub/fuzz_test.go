@@ -1,0 +1,105 @@
+package hub
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/muster-iot/muster/internal/hubauth"
+	"github.com/muster-iot/muster/internal/telemetry"
+)
+
+// FuzzParseTwinTopic checks that a parsed request ID can be echoed: it is
+// a valid $rid, it occurs in the topic, and the response topic built from
+// it is a twin response topic carrying it.
+func FuzzParseTwinTopic(f *testing.F) {
+	for _, s := range []string{
+		"$iothub/twin/GET/?$rid=1",
+		"$iothub/twin/GET/?$rid=b6a3c2f0-54d1-4b8e-9c1e-0123456789ab",
+		"$iothub/twin/PATCH/properties/reported/?$rid=42&$version=7",
+		"$iothub/twin/PATCH/properties/reported/?$version=7&$rid=42",
+		"$iothub/twin/GET/?$rid=",
+		"$iothub/twin/GET/?$rid=1&$rid=2",
+		"$iothub/twin/GET/",
+		"$iothub/twin/GET/?$rid=a/b",
+		"$iothub/twin/GET/?$rid=%FF",
+		"$iothub/twin/PATCH/properties/desired/?$version=1",
+		"devices/dev1/messages/events/",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, topic string) {
+		req, err := ParseTwinTopic(topic)
+		if err != nil {
+			return
+		}
+		if req.Op != TwinGet && req.Op != TwinPatchReported {
+			t.Fatalf("%q: op %v", topic, req.Op)
+		}
+		if err := checkRID(req.RID); err != nil {
+			t.Fatalf("%q: parsed $rid %q is invalid: %v", topic, req.RID, err)
+		}
+		if !strings.Contains(topic, "$rid="+req.RID) {
+			t.Fatalf("%q: $rid %q is not in the topic", topic, req.RID)
+		}
+		resp := TwinResponseTopic(200, req.RID, 3)
+		if want := "$iothub/twin/res/200/?$rid=" + req.RID + "&$version=3"; resp != want {
+			t.Fatalf("response topic %q, want %q", resp, want)
+		}
+		if strings.ContainsAny(req.RID, "/+#") {
+			t.Fatalf("%q: $rid %q would break the response topic", topic, req.RID)
+		}
+	})
+}
+
+// FuzzAllow checks the per-identity rules on arbitrary topics: an allowed
+// publish is the identity's own telemetry topic or a twin request, and an
+// allowed subscription never selects another device's topics.
+func FuzzAllow(f *testing.F) {
+	for _, s := range []string{
+		"devices/dev1/messages/events/a=b",
+		"devices/dev2/messages/events/",
+		"devices/dev%31/messages/events/",
+		"$iothub/twin/GET/?$rid=1",
+		"$iothub/twin/res/#",
+		"$iothub/methods/POST/#",
+		"devices/dev1/messages/devicebound/#",
+		"devices/+/messages/devicebound/#",
+		"devices/dev1/messages/devicebound",
+		"#",
+		"$iothub/#",
+	} {
+		f.Add(s, true)
+		f.Add(s, false)
+	}
+	// No registry: subscribing to desired notifications (which reads the
+	// twin) is left to the unit tests.
+	svc := &Service{auth: fakeAuth{hubauth.Identity{DeviceID: "dev1"}}, now: testNow, log: discardLogger(),
+		watchers: map[string]map[*Session]struct{}{}}
+	s, err := svc.Connect(context.Background(), hubauth.Request{}, newFakeClient())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, topic string, publish bool) {
+		if strings.HasPrefix(topic, DesiredFilter[:len(DesiredFilter)-1]) || topic == strings.TrimSuffix(DesiredFilter, "/#") {
+			return // subscribing reads the twin; covered by the unit tests
+		}
+		if !s.Allow(topic, publish) {
+			return
+		}
+		if publish {
+			dev, mod, _, terr := telemetry.ParseTelemetryTopic(topic)
+			_, rerr := ParseTwinTopic(topic)
+			if (terr != nil || dev != "dev1" || mod != "") && rerr != nil {
+				t.Fatalf("publish to %q allowed", topic)
+			}
+			return
+		}
+		if strings.HasPrefix(topic, "devices/") && !strings.HasPrefix(topic, "devices/dev1/messages/devicebound") {
+			t.Fatalf("subscription to %q allowed", topic)
+		}
+		if strings.ContainsAny(strings.SplitN(topic, "/#", 2)[0], "+") && strings.HasPrefix(topic, "devices/") {
+			t.Fatalf("wildcard subscription %q allowed", topic)
+		}
+	})
+}

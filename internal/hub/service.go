@@ -1,0 +1,211 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/muster-iot/muster/internal/hubauth"
+	"github.com/muster-iot/muster/internal/registry"
+	"github.com/muster-iot/muster/internal/telemetry"
+)
+
+// Registry is the hub's identity registry; *registry.Hub implements it.
+// Its errors are package registry's (ErrNotFound, ErrExists,
+// ErrPrecondition, *InvalidError) and, for PatchReported, errors wrapping
+// twin.ErrInvalid or twin.ErrTooLarge.
+type Registry interface {
+	HostName() string
+	GetDevice(ctx context.Context, deviceID string) (*registry.Device, error)
+	ListDevices(ctx context.Context, after string, limit int) ([]*registry.Device, error)
+	PutDevice(ctx context.Context, d *registry.Device, ifMatch string) (*registry.Device, error)
+	RemoveDevice(ctx context.Context, deviceID, ifMatch string) error
+	GetTwin(ctx context.Context, deviceID string) (*registry.Twin, error)
+	PatchTwin(ctx context.Context, deviceID string, u registry.TwinUpdate, ifMatch string) (*registry.Twin, error)
+	ReplaceTwin(ctx context.Context, deviceID string, u registry.TwinUpdate, ifMatch string) (*registry.Twin, error)
+	PatchReported(ctx context.Context, deviceID string, patch json.RawMessage) (*registry.Twin, error)
+}
+
+// Authenticator decides connections; *hubauth.Authenticator implements it.
+// A refusal is a *hubauth.Denial.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req hubauth.Request) (*hubauth.Identity, error)
+}
+
+// Telemetry is the built-in endpoint; *telemetry.Endpoint implements it.
+// Append returns once the messages are durable.
+type Telemetry interface {
+	Append(ctx context.Context, msgs ...telemetry.Message) ([]int64, error)
+}
+
+// Client is a connected client as the hub sends to it; the transport
+// implements it.
+type Client interface {
+	// Send delivers a message to this client only, at most at qos (and at
+	// most at the QoS of its matching subscription). It fails when no
+	// subscription of the client matches topic or the connection has ended.
+	Send(topic string, payload []byte, qos byte) error
+	// Disconnect ends the connection.
+	Disconnect()
+}
+
+// Options configure a Service.
+type Options struct {
+	// Registry is the hub's identity registry. Required.
+	Registry Registry
+	// Auth authenticates connections. Required.
+	Auth Authenticator
+	// Telemetry stores device-to-cloud messages. Required.
+	Telemetry Telemetry
+	// Now is the clock (enqueued times, reported metadata via the
+	// registry's own clock, token expiry). Default: time.Now.
+	Now func() time.Time
+	// Logger receives the hub's logs, never a secret. Default: discard.
+	Logger *slog.Logger
+}
+
+// Service is the hub's device-facing core. It also fronts the registry for
+// the hub service API (it has the method set of api.HubRegistry) so that
+// twin writes notify connected clients. It is safe for concurrent use.
+type Service struct {
+	reg  Registry
+	auth Authenticator
+	tel  Telemetry
+	now  func() time.Time
+	log  *slog.Logger
+
+	mu sync.Mutex
+	// watchers are the sessions subscribed to desired notifications, by
+	// device ID.
+	watchers map[string]map[*Session]struct{}
+}
+
+// New returns a Service.
+func New(o Options) (*Service, error) {
+	switch {
+	case o.Registry == nil:
+		return nil, errors.New("new hub service: Options.Registry is required")
+	case o.Auth == nil:
+		return nil, errors.New("new hub service: Options.Auth is required")
+	case o.Telemetry == nil:
+		return nil, errors.New("new hub service: Options.Telemetry is required")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{reg: o.Registry, auth: o.Auth, tel: o.Telemetry, now: o.Now, log: o.Logger,
+		watchers: map[string]map[*Session]struct{}{}}, nil
+}
+
+// Connect authenticates a connection and returns its session. A refusal
+// is an error wrapping the *hubauth.Denial (already recorded in the
+// attempt log by the authenticator); any other error is a failure of the
+// service. client must not be sent to before Connect returns.
+func (s *Service) Connect(ctx context.Context, req hubauth.Request, client Client) (*Session, error) {
+	if client == nil {
+		return nil, errors.New("connect: no client to send to")
+	}
+	id, err := s.auth.Authenticate(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("authenticate client %.64q: %w", req.ClientID, err)
+	}
+	if id == nil {
+		return nil, fmt.Errorf("authenticate client %.64q: the authenticator returned no identity and no error", req.ClientID)
+	}
+	sess := newSession(s, *id, client)
+	s.log.Debug("hub client connected", "clientId", id.ClientID(), "auth", id.AuthType, "remote", req.RemoteAddr)
+	return sess, nil
+}
+
+// HostName returns the hub's host name.
+func (s *Service) HostName() string { return s.reg.HostName() }
+
+// GetDevice returns a device identity.
+func (s *Service) GetDevice(ctx context.Context, deviceID string) (*registry.Device, error) {
+	return s.reg.GetDevice(ctx, deviceID)
+}
+
+// ListDevices lists device identities in ID order after a continuation ID.
+func (s *Service) ListDevices(ctx context.Context, after string, limit int) ([]*registry.Device, error) {
+	return s.reg.ListDevices(ctx, after, limit)
+}
+
+// PutDevice creates or updates a device identity (see registry.Hub.PutDevice).
+func (s *Service) PutDevice(ctx context.Context, d *registry.Device, ifMatch string) (*registry.Device, error) {
+	return s.reg.PutDevice(ctx, d, ifMatch)
+}
+
+// RemoveDevice deletes a device identity and its twin.
+func (s *Service) RemoveDevice(ctx context.Context, deviceID, ifMatch string) error {
+	return s.reg.RemoveDevice(ctx, deviceID, ifMatch)
+}
+
+// GetTwin returns a device's twin.
+func (s *Service) GetTwin(ctx context.Context, deviceID string) (*registry.Twin, error) {
+	return s.reg.GetTwin(ctx, deviceID)
+}
+
+// PatchTwin merge-patches a twin's tags and desired properties and
+// notifies the device's sessions watching desired properties.
+func (s *Service) PatchTwin(ctx context.Context, deviceID string, u registry.TwinUpdate, ifMatch string) (*registry.Twin, error) {
+	t, err := s.reg.PatchTwin(ctx, deviceID, u, ifMatch)
+	if err == nil {
+		s.desiredMayHaveChanged(deviceID)
+	}
+	return t, err
+}
+
+// ReplaceTwin replaces a twin's tags and desired properties and notifies
+// the device's sessions watching desired properties.
+func (s *Service) ReplaceTwin(ctx context.Context, deviceID string, u registry.TwinUpdate, ifMatch string) (*registry.Twin, error) {
+	t, err := s.reg.ReplaceTwin(ctx, deviceID, u, ifMatch)
+	if err == nil {
+		s.desiredMayHaveChanged(deviceID)
+	}
+	return t, err
+}
+
+// desiredMayHaveChanged wakes the watching sessions of a device; each
+// compares the stored desired version with the last one it sent.
+func (s *Service) desiredMayHaveChanged(deviceID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.watchers[deviceID] {
+		sess.wakeWatcher()
+	}
+}
+
+func (s *Service) addWatcher(sess *Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.watchers[sess.id.DeviceID]
+	if m == nil {
+		m = map[*Session]struct{}{}
+		s.watchers[sess.id.DeviceID] = m
+	}
+	m[sess] = struct{}{}
+}
+
+func (s *Service) removeWatcher(sess *Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.watchers[sess.id.DeviceID]
+	delete(m, sess)
+	if len(m) == 0 {
+		delete(s.watchers, sess.id.DeviceID)
+	}
+}
+
+// watching reports how many sessions watch a device's desired properties.
+func (s *Service) watching(deviceID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.watchers[deviceID])
+}
