@@ -96,6 +96,7 @@ its data directory (--data-dir, ` + envDataDir + `).`,
 		c.keyCmd(),
 		c.caCmd(),
 		c.certsCmd(),
+		newBenchCmd(),
 	)
 	return root
 }
