@@ -3,6 +3,8 @@ package provision
 import (
 	"context"
 	"encoding/json"
+
+	"github.com/muster-iot/muster/internal/store"
 )
 
 // Hub is a linked IoT hub as the provisioning service reaches it. The
@@ -20,6 +22,16 @@ type Hub interface {
 	DeviceTwin(ctx context.Context, deviceID string) (*TwinState, error)
 	// DeleteDevice removes a device identity; a missing one is not an error.
 	DeleteDevice(ctx context.Context, deviceID string) error
+}
+
+// WritingHub is a Hub that keeps its identities in the provisioning
+// service's own store (the in-process hub). Its identity writes join the
+// registration record in one atomic store write: one commit per
+// registration instead of two, and no identity without its record.
+type WritingHub interface {
+	Hub
+	// ProvisionWrites returns the writes ProvisionDevice would apply.
+	ProvisionWrites(ctx context.Context, spec DeviceSpec) ([]store.Write, error)
 }
 
 // Device authentication types, as the hub's Device JSON names them.

@@ -248,12 +248,21 @@ func (s *Service) loadRegistration(ctx context.Context, id string) (*enroll.Regi
 	return r, rec.Group, nil
 }
 
-func (s *Service) saveRegistration(ctx context.Context, r *enroll.Registration, group string) error {
+// registrationWrite is the store write of a registration record.
+func registrationWrite(r *enroll.Registration, group string) (store.Write, error) {
 	doc, err := json.Marshal(r)
+	if err != nil {
+		return store.Write{}, fmt.Errorf("encode registration %s: %w", r.RegistrationID, err)
+	}
+	return store.Write{Record: store.Record{Kind: store.KindRegistration, ID: enroll.Key(r.RegistrationID), Group: group, Doc: doc}}, nil
+}
+
+func (s *Service) saveRegistration(ctx context.Context, r *enroll.Registration, group string) error {
+	w, err := registrationWrite(r, group)
 	if err != nil {
 		return err
 	}
-	rec, err := s.o.Docs.Put(ctx, store.Record{Kind: store.KindRegistration, ID: enroll.Key(r.RegistrationID), Group: group, Doc: doc}, store.Cond{})
+	rec, err := s.o.Docs.Put(ctx, w.Record, w.Cond)
 	if err != nil {
 		return fmt.Errorf("save registration %s: %w", r.RegistrationID, err)
 	}
@@ -369,24 +378,38 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 			spec.ReplaceTwin = true
 		}
 	}
-	if err := linked.Hub.ProvisionDevice(ctx, spec); err != nil {
+	// An in-process hub's identity joins the registration record in one
+	// atomic write; any other hub is called first, then the record saved.
+	var identity []store.Write
+	if wh, ok := linked.Hub.(WritingHub); ok {
+		identity, err = wh.ProvisionWrites(ctx, spec)
+	} else {
+		err = linked.Hub.ProvisionDevice(ctx, spec)
+	}
+	if err != nil {
 		s.o.Logger.Error("provision device in hub", "hub", hubName, "deviceId", deviceID, "err", err)
 		return fail(400209, "The device could not be registered in its IoT hub", attest.ReasonAllocationFailed,
 			fmt.Sprintf("hub %s refused the device identity %s: %v", hubName, deviceID, err))
 	}
+	if reg.InitialHub == "" {
+		reg.InitialHub = hubName
+	}
+	reg.Status, reg.AssignedHub, reg.Payload = StatusAssigned, hubName, payload
+	rw, err := registrationWrite(reg, groupKey)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.o.Docs.Apply(ctx, append(identity, rw))
+	if err != nil {
+		return nil, fmt.Errorf("save registration %s: %w", reg.RegistrationID, err)
+	}
+	reg.ETag = recs[len(recs)-1].ETag
 	if wasAssigned && !strings.EqualFold(prev.AssignedHub, hubName) {
 		if old, ok := s.hubs[strings.ToLower(prev.AssignedHub)]; ok {
 			if err := old.Hub.DeleteDevice(ctx, prev.DeviceID); err != nil {
 				s.o.Logger.Warn("remove moved device from its old hub", "hub", prev.AssignedHub, "deviceId", prev.DeviceID, "err", err)
 			}
 		}
-	}
-	if reg.InitialHub == "" {
-		reg.InitialHub = hubName
-	}
-	reg.Status, reg.AssignedHub, reg.Payload = StatusAssigned, hubName, payload
-	if err := s.saveRegistration(ctx, reg, groupKey); err != nil {
-		return nil, err
 	}
 	a.Outcome = StatusAssigned
 	s.record(ctx, a)

@@ -193,10 +193,25 @@ func withVersion(raw json.RawMessage, v int64) (json.RawMessage, error) {
 // ProvisionDevice creates or updates a device identity for the provisioning
 // service (provision.Hub).
 func (h *Hub) ProvisionDevice(ctx context.Context, spec provision.DeviceSpec) error {
+	writes, err := h.ProvisionWrites(ctx, spec)
+	if err != nil {
+		return err
+	}
+	if _, err := h.docs.Apply(ctx, writes); err != nil {
+		return fmt.Errorf("store device %s: %w", spec.DeviceID, err)
+	}
+	return nil
+}
+
+// ProvisionWrites returns the store writes that create or update a device
+// identity for the provisioning service, without applying them, so the
+// provisioning service can commit them together with the registration
+// record (provision.WritingHub).
+func (h *Hub) ProvisionWrites(ctx context.Context, spec provision.DeviceSpec) ([]store.Write, error) {
 	now := h.now().UTC()
 	existing, err := h.GetDevice(ctx, spec.DeviceID)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return err
+		return nil, err
 	}
 	d := existing
 	if d == nil {
@@ -222,7 +237,7 @@ func (h *Hub) ProvisionDevice(ctx context.Context, spec provision.DeviceSpec) er
 	d.ETag = ""
 	ddoc, err := json.Marshal(d)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	writes := []store.Write{{Record: store.Record{Kind: store.KindDevice, ID: h.key(d.DeviceID), Group: strings.ToLower(h.host), Doc: ddoc}}}
 	if existing == nil || spec.ReplaceTwin {
@@ -239,18 +254,15 @@ func (h *Hub) ProvisionDevice(ctx context.Context, spec provision.DeviceSpec) er
 		}
 		t.Tags = objectOrEmpty(tags)
 		if t.Properties.Desired, err = withVersion(desired, t.Version); err != nil {
-			return fmt.Errorf("initial desired properties: %w", err)
+			return nil, fmt.Errorf("initial desired properties: %w", err)
 		}
 		tdoc, err := json.Marshal(t)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		writes = append(writes, store.Write{Record: store.Record{Kind: store.KindTwin, ID: h.key(d.DeviceID), Group: strings.ToLower(h.host), Doc: tdoc}})
 	}
-	if _, err := h.docs.Apply(ctx, writes); err != nil {
-		return fmt.Errorf("store device %s: %w", d.DeviceID, err)
-	}
-	return nil
+	return writes, nil
 }
 
 // DeviceTwin returns the tags and desired properties for migration.
@@ -282,7 +294,7 @@ func (h *Hub) DeleteDevice(ctx context.Context, deviceID string) error {
 	return nil
 }
 
-var _ provision.Hub = (*Hub)(nil)
+var _ provision.WritingHub = (*Hub)(nil)
 
 // Errors of the service-side registry operations (PutDevice, RemoveDevice,
 // PatchTwin, ReplaceTwin). ErrNotFound (above) is shared with them.
