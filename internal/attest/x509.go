@@ -2,15 +2,12 @@ package attest
 
 import (
 	"bytes"
-	"container/list"
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/muster-iot/muster/internal/enroll"
@@ -51,13 +48,13 @@ type X509 struct {
 	src   Source
 	now   func() time.Time
 	skew  time.Duration
-	certs *certCache
+	certs *pki.ParseCache
 }
 
 // NewX509 returns an X.509 attester reading enrollments from src. A zero
 // Options.ClockSkew means 5 minutes; a negative one means no tolerance.
 func NewX509(src Source, opts Options) *X509 {
-	a := &X509{src: src, now: opts.Now, skew: opts.ClockSkew, certs: newCertCache(x509CertCacheSize)}
+	a := &X509{src: src, now: opts.Now, skew: opts.ClockSkew, certs: pki.NewParseCache(x509CertCacheSize)}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -250,7 +247,7 @@ func (a *X509) attestIndividual(ctx context.Context, e *enroll.IndividualEnrollm
 // thumbprints of its info.
 func (a *X509) matchClientCertificate(leaf *x509.Certificate, w *enroll.X509CertificateWithInfo) (*x509.Certificate, bool, error) {
 	if w.Certificate != "" {
-		certs, err := a.certs.parse(w.Certificate)
+		certs, err := a.certs.Parse(w.Certificate)
 		if err != nil {
 			return nil, false, err
 		}
@@ -316,7 +313,7 @@ func (a *X509) collectAnchors(ctx context.Context, ts *trustSet, x *enroll.X509A
 			if slot.cert == nil || slot.cert.Certificate == "" {
 				continue
 			}
-			certs, err := a.certs.parse(slot.cert.Certificate)
+			certs, err := a.certs.Parse(slot.cert.Certificate)
 			if err != nil {
 				notes = append(notes, fmt.Sprintf("the %s signing certificate of %s does not parse: %v", slot.name, ts.describe(), err))
 				continue
@@ -337,7 +334,7 @@ func (a *X509) collectAnchors(ctx context.Context, ts *trustSet, x *enroll.X509A
 				notes = append(notes, fmt.Sprintf("%s references CA certificate %q, which does not exist", ts.describe(), slot.ref))
 				continue
 			}
-			certs, err := a.certs.parse(ca.Certificate)
+			certs, err := a.certs.Parse(ca.Certificate)
 			if err != nil {
 				notes = append(notes, fmt.Sprintf("CA certificate %q referenced by %s does not parse: %v", slot.ref, ts.describe(), err))
 				continue
@@ -632,70 +629,4 @@ func certEKUNames(c *x509.Certificate) string {
 
 func x509IsDisabled(status string) bool {
 	return strings.EqualFold(status, enroll.StatusDisabled)
-}
-
-// certCache keeps parsed enrollment certificates, keyed by the SHA-256 of
-// the input string, evicting the least recently used beyond max entries.
-// Parse failures are cached too: they are as deterministic as successes.
-type certCache struct {
-	mu  sync.Mutex
-	max int
-	ll  *list.List // of *cacheEntry, most recent first
-	m   map[[sha256.Size]byte]*list.Element
-}
-
-type cacheEntry struct {
-	key   [sha256.Size]byte
-	certs []*x509.Certificate
-	err   error
-}
-
-func newCertCache(max int) *certCache {
-	return &certCache{max: max, ll: list.New(), m: make(map[[sha256.Size]byte]*list.Element)}
-}
-
-// errNoEnrolledCertificate guards callers that index the first certificate.
-var errNoEnrolledCertificate = errors.New("no certificate in the enrollment")
-
-// parse returns the certificates in s (at least one) or the parse error.
-func (c *certCache) parse(s string) ([]*x509.Certificate, error) {
-	key := sha256.Sum256([]byte(s))
-	c.mu.Lock()
-	if el, ok := c.m[key]; ok {
-		c.ll.MoveToFront(el)
-		e := el.Value.(*cacheEntry)
-		c.mu.Unlock()
-		return e.certs, e.err
-	}
-	c.mu.Unlock()
-
-	certs, err := pki.ParseCertificates([]byte(s))
-	if err == nil && len(certs) == 0 {
-		err = errNoEnrolledCertificate
-	}
-	if err != nil {
-		certs = nil
-	}
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.m[key]; ok { // parsed concurrently
-		c.ll.MoveToFront(el)
-		e := el.Value.(*cacheEntry)
-		return e.certs, e.err
-	}
-	c.m[key] = c.ll.PushFront(&cacheEntry{key: key, certs: certs, err: err})
-	for c.ll.Len() > c.max {
-		old := c.ll.Back()
-		c.ll.Remove(old)
-		delete(c.m, old.Value.(*cacheEntry).key)
-	}
-	return certs, err
-}
-
-// len returns the number of cached entries.
-func (c *certCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ll.Len()
 }

@@ -411,12 +411,12 @@ func TestX509CertCache(t *testing.T) {
 	for i := range 3 {
 		pems = append(pems, x509PEM(must(pki.NewRoot(fmt.Sprintf("Cache %d", i)))))
 	}
-	c := newCertCache(2)
-	first, err := c.parse(pems[0])
+	c := pki.NewParseCache(2)
+	first, err := c.Parse(pems[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := c.parse(pems[0])
+	again, err := c.Parse(pems[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,20 +424,20 @@ func TestX509CertCache(t *testing.T) {
 		t.Error("a cached certificate was parsed again")
 	}
 	for _, p := range pems[1:] {
-		if _, err := c.parse(p); err != nil {
+		if _, err := c.Parse(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := c.len(); n != 2 {
+	if n := c.Len(); n != 2 {
 		t.Errorf("cache holds %d entries, want at most 2", n)
 	}
-	if _, err := c.parse("-----BEGIN CERTIFICATE-----\ngarbage"); !errors.Is(err, pki.ErrNoCertificate) {
+	if _, err := c.Parse("-----BEGIN CERTIFICATE-----\ngarbage"); !errors.Is(err, pki.ErrNoCertificate) {
 		t.Errorf("garbage: error = %v, want pki.ErrNoCertificate", err)
 	}
-	if _, err := c.parse("-----BEGIN CERTIFICATE-----\ngarbage"); !errors.Is(err, pki.ErrNoCertificate) {
+	if _, err := c.Parse("-----BEGIN CERTIFICATE-----\ngarbage"); !errors.Is(err, pki.ErrNoCertificate) {
 		t.Errorf("cached garbage: error = %v, want pki.ErrNoCertificate", err)
 	}
-	if n := c.len(); n != 2 {
+	if n := c.Len(); n != 2 {
 		t.Errorf("cache holds %d entries after errors, want 2", n)
 	}
 }

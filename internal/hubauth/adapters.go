@@ -1,14 +1,11 @@
 package hubauth
 
 import (
-	"container/list"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/muster-iot/muster/internal/enroll"
 	"github.com/muster-iot/muster/internal/pki"
@@ -72,12 +69,12 @@ const certCacheSize = 512
 // safe for concurrent use.
 type EnrollmentAnchors struct {
 	src   EnrollmentTrust
-	certs *certCache
+	certs *pki.ParseCache
 }
 
 // NewEnrollmentAnchors returns Anchors over the enrollment service.
 func NewEnrollmentAnchors(src EnrollmentTrust) *EnrollmentAnchors {
-	return &EnrollmentAnchors{src: src, certs: newCertCache(certCacheSize)}
+	return &EnrollmentAnchors{src: src, certs: pki.NewParseCache(certCacheSize)}
 }
 
 // TrustAnchors returns the anchors for device. Certificates that do not
@@ -94,7 +91,7 @@ func (e *EnrollmentAnchors) TrustAnchors(ctx context.Context, device *registry.D
 		if ca == nil {
 			continue
 		}
-		cert, err := e.certs.parse(ca.Certificate)
+		cert, err := e.parseFirst(ca.Certificate)
 		if err != nil {
 			tr.Notes = append(tr.Notes, fmt.Sprintf("CA certificate %q does not parse: %v", ca.Name, err))
 			continue
@@ -131,7 +128,7 @@ func (e *EnrollmentAnchors) TrustAnchors(ctx context.Context, device *registry.D
 			if s.w == nil || s.w.Certificate == "" {
 				continue
 			}
-			cert, err := e.certs.parse(s.w.Certificate)
+			cert, err := e.parseFirst(s.w.Certificate)
 			if err != nil {
 				tr.Notes = append(tr.Notes, fmt.Sprintf("the %s signing certificate of enrollment group %s does not parse: %v", s.slot, gid, err))
 				continue
@@ -152,7 +149,7 @@ func (e *EnrollmentAnchors) TrustAnchors(ctx context.Context, device *registry.D
 				tr.Notes = append(tr.Notes, fmt.Sprintf("enrollment group %s references CA certificate %q, which does not exist", gid, s.name))
 				continue
 			}
-			cert, err := e.certs.parse(ca.Certificate)
+			cert, err := e.parseFirst(ca.Certificate)
 			if err != nil {
 				tr.Notes = append(tr.Notes, fmt.Sprintf("CA certificate %q referenced by enrollment group %s does not parse: %v", s.name, gid, err))
 				continue
@@ -163,67 +160,12 @@ func (e *EnrollmentAnchors) TrustAnchors(ctx context.Context, device *registry.D
 	return tr, nil
 }
 
-// certCache keeps parsed certificates keyed by the SHA-256 of their text,
-// evicting the least recently used beyond max entries. Parse failures are
-// cached too: they are as deterministic as successes.
-type certCache struct {
-	mu  sync.Mutex
-	max int
-	ll  *list.List // of *cacheEntry, most recent first
-	m   map[[sha256.Size]byte]*list.Element
-}
-
-type cacheEntry struct {
-	key  [sha256.Size]byte
-	cert *x509.Certificate
-	err  error
-}
-
-func newCertCache(max int) *certCache {
-	return &certCache{max: max, ll: list.New(), m: make(map[[sha256.Size]byte]*list.Element)}
-}
-
-// parse returns the first certificate of s (PEM, base64 or DER text).
-func (c *certCache) parse(s string) (*x509.Certificate, error) {
-	key := sha256.Sum256([]byte(s))
-	c.mu.Lock()
-	if el, ok := c.m[key]; ok {
-		c.ll.MoveToFront(el)
-		e := el.Value.(*cacheEntry)
-		c.mu.Unlock()
-		return e.cert, e.err
+// parseFirst returns the first certificate of an enrolled or registered
+// certificate text, through the shared parse cache.
+func (e *EnrollmentAnchors) parseFirst(s string) (*x509.Certificate, error) {
+	certs, err := e.certs.Parse(s)
+	if err != nil {
+		return nil, err
 	}
-	c.mu.Unlock()
-
-	var cert *x509.Certificate
-	certs, err := pki.ParseCertificates([]byte(s))
-	switch {
-	case err != nil:
-	case len(certs) == 0:
-		err = errors.New("no certificate found")
-	default:
-		cert = certs[0]
-	}
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.m[key]; ok { // parsed concurrently
-		c.ll.MoveToFront(el)
-		e := el.Value.(*cacheEntry)
-		return e.cert, e.err
-	}
-	c.m[key] = c.ll.PushFront(&cacheEntry{key: key, cert: cert, err: err})
-	for c.ll.Len() > c.max {
-		old := c.ll.Back()
-		c.ll.Remove(old)
-		delete(c.m, old.Value.(*cacheEntry).key)
-	}
-	return cert, err
-}
-
-// len returns the number of cached entries.
-func (c *certCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ll.Len()
+	return certs[0], nil
 }

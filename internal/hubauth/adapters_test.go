@@ -201,27 +201,27 @@ func (s *staleList) ListCAs(ctx context.Context) ([]*enroll.CACertificate, error
 
 func TestCertCache(t *testing.T) {
 	must := issuer(t)
-	c := newCertCache(2)
+	c := pki.NewParseCache(2)
 	var pems []string
 	for i := range 3 {
 		pems = append(pems, string(must(pki.NewRoot(fmt.Sprintf("Root %d", i))).CertPEM()))
 	}
 	for round := range 2 {
 		for i, p := range pems {
-			cert, err := c.parse(p)
+			certs, err := c.Parse(p)
 			if err != nil {
 				t.Fatalf("round %d: parse %d: %v", round, i, err)
 			}
-			if want := fmt.Sprintf("Root %d", i); cert.Subject.CommonName != want {
-				t.Errorf("round %d: parse %d = %s, want %s", round, i, cert.Subject.CommonName, want)
+			if want := fmt.Sprintf("Root %d", i); certs[0].Subject.CommonName != want {
+				t.Errorf("round %d: parse %d = %s, want %s", round, i, certs[0].Subject.CommonName, want)
 			}
 		}
 	}
-	if got := c.len(); got != 2 {
+	if got := c.Len(); got != 2 {
 		t.Errorf("cache holds %d entries, want its bound 2", got)
 	}
 	for range 2 {
-		if _, err := c.parse("not a certificate"); err == nil {
+		if _, err := c.Parse("not a certificate"); err == nil {
 			t.Error("parse of garbage succeeded")
 		}
 	}
