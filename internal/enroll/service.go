@@ -384,46 +384,48 @@ func (s *Service) listPage(ctx context.Context, kind store.Kind, group, continua
 	return recs, next, nil
 }
 
-// QueryEnrollments pages through individual enrollments (redacted).
-func (s *Service) QueryEnrollments(ctx context.Context, query, continuation string, max int) ([]*IndividualEnrollment, string, error) {
+// queryPage validates a query and decodes one page of records of a kind.
+func queryPage[T any](ctx context.Context, s *Service, kind store.Kind, query, continuation string, max int, decode func(store.Record) (T, error)) ([]T, string, error) {
 	if err := checkQuery(query); err != nil {
 		return nil, "", err
 	}
-	recs, next, err := s.listPage(ctx, store.KindEnrollment, "", continuation, max)
+	recs, next, err := s.listPage(ctx, kind, "", continuation, max)
 	if err != nil {
 		return nil, "", err
 	}
-	out := make([]*IndividualEnrollment, 0, len(recs))
+	out := make([]T, 0, len(recs))
 	for _, r := range recs {
-		e, err := decodeEnrollment(r)
+		v, err := decode(r)
 		if err != nil {
 			return nil, "", err
 		}
-		e.Attestation = redact(e.Attestation)
-		out = append(out, e)
+		out = append(out, v)
 	}
 	return out, next, nil
 }
 
+// QueryEnrollments pages through individual enrollments (redacted).
+func (s *Service) QueryEnrollments(ctx context.Context, query, continuation string, max int) ([]*IndividualEnrollment, string, error) {
+	return queryPage(ctx, s, store.KindEnrollment, query, continuation, max, func(r store.Record) (*IndividualEnrollment, error) {
+		e, err := decodeEnrollment(r)
+		if err != nil {
+			return nil, err
+		}
+		e.Attestation = redact(e.Attestation)
+		return e, nil
+	})
+}
+
 // QueryGroups pages through enrollment groups (redacted).
 func (s *Service) QueryGroups(ctx context.Context, query, continuation string, max int) ([]*EnrollmentGroup, string, error) {
-	if err := checkQuery(query); err != nil {
-		return nil, "", err
-	}
-	recs, next, err := s.listPage(ctx, store.KindEnrollmentGroup, "", continuation, max)
-	if err != nil {
-		return nil, "", err
-	}
-	out := make([]*EnrollmentGroup, 0, len(recs))
-	for _, r := range recs {
+	return queryPage(ctx, s, store.KindEnrollmentGroup, query, continuation, max, func(r store.Record) (*EnrollmentGroup, error) {
 		g, err := decodeGroup(r)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		g.Attestation = redact(g.Attestation)
-		out = append(out, g)
-	}
-	return out, next, nil
+		return g, nil
+	})
 }
 
 // Bulk modes.
