@@ -38,7 +38,14 @@ type Service struct {
 
 	mu         sync.Mutex
 	groupCache map[string]groupCacheEntry // by attestation type
+	// absent remembers registration IDs (keys) without an individual
+	// enrollment, and when that was seen: group devices attest on every
+	// registration and poll, and would otherwise read the store each time.
+	absent map[string]time.Time
 }
+
+// maxAbsent bounds the negative cache of individual enrollments.
+const maxAbsent = 100000
 
 type groupCacheEntry struct {
 	at     time.Time
@@ -53,7 +60,7 @@ func NewService(docs store.Docs, opts ServiceOptions) *Service {
 	if opts.GroupCacheTTL == 0 {
 		opts.GroupCacheTTL = 2 * time.Second
 	}
-	return &Service{docs: docs, opts: opts, groupCache: map[string]groupCacheEntry{}}
+	return &Service{docs: docs, opts: opts, groupCache: map[string]groupCacheEntry{}, absent: map[string]time.Time{}}
 }
 
 func (s *Service) linked() map[string]bool {
@@ -126,6 +133,7 @@ func (s *Service) putEnrollment(ctx context.Context, e *IndividualEnrollment, c 
 	if err != nil {
 		return nil, mapStoreErr(err)
 	}
+	s.present(e.RegistrationID)
 	out, err := decodeEnrollment(rec)
 	if err != nil {
 		return nil, err
@@ -186,13 +194,35 @@ func (s *Service) EnrollmentAttestation(ctx context.Context, id string) (*Attest
 }
 
 // IndividualEnrollment returns the enrollment for attestation (with
-// secrets), or nil, nil when there is none.
+// secrets), or nil, nil when there is none. That an ID has none is cached
+// like the groups: enrollments written through this Service are seen at
+// once, those written by another instance within GroupCacheTTL.
 func (s *Service) IndividualEnrollment(ctx context.Context, registrationID string) (*IndividualEnrollment, error) {
+	key, now := Key(registrationID), s.opts.Now()
+	s.mu.Lock()
+	seen, ok := s.absent[key]
+	s.mu.Unlock()
+	if ok && now.Sub(seen) < s.opts.GroupCacheTTL {
+		return nil, nil
+	}
 	e, err := s.getEnrollmentRaw(ctx, registrationID)
 	if errors.Is(err, ErrNotFound) {
+		s.mu.Lock()
+		if len(s.absent) >= maxAbsent {
+			clear(s.absent)
+		}
+		s.absent[key] = now
+		s.mu.Unlock()
 		return nil, nil
 	}
 	return e, err
+}
+
+// present forgets that an ID had no individual enrollment.
+func (s *Service) present(registrationID string) {
+	s.mu.Lock()
+	delete(s.absent, Key(registrationID))
+	s.mu.Unlock()
 }
 
 // ---- enrollment groups ----

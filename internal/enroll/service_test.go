@@ -308,3 +308,36 @@ func FuzzPutEnrollmentJSON(f *testing.F) {
 		_, _ = s.PutEnrollment(context.Background(), &e, "")
 	})
 }
+
+func TestIndividualEnrollmentNegativeCache(t *testing.T) {
+	st := memstore.New(10)
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	a := NewService(st, ServiceOptions{Now: clock})
+	b := NewService(st, ServiceOptions{Now: clock}) // another instance on the same store
+	ctx := context.Background()
+	if e, err := a.IndividualEnrollment(ctx, "late"); e != nil || err != nil {
+		t.Fatalf("before create: %v %v", e, err)
+	}
+	// written through the same service: seen at once
+	if _, err := a.PutEnrollment(ctx, &IndividualEnrollment{RegistrationID: "late", Common: Common{Attestation: sk()}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := a.IndividualEnrollment(ctx, "LATE"); e == nil || err != nil {
+		t.Fatalf("own write not seen: %v %v", e, err)
+	}
+	// written by another instance: seen once the cache TTL has passed
+	if e, _ := a.IndividualEnrollment(ctx, "other"); e != nil {
+		t.Fatal("unexpected enrollment")
+	}
+	if _, err := b.PutEnrollment(ctx, &IndividualEnrollment{RegistrationID: "other", Common: Common{Attestation: sk()}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := a.IndividualEnrollment(ctx, "other"); e != nil {
+		t.Fatal("the negative cache expired early")
+	}
+	now = now.Add(2 * time.Second)
+	if e, err := a.IndividualEnrollment(ctx, "other"); e == nil || err != nil {
+		t.Fatalf("another instance's enrollment not seen after the TTL: %v %v", e, err)
+	}
+}

@@ -37,6 +37,13 @@ type Options struct {
 	ClockSkew time.Duration
 }
 
+// A device's poll with the credential it just registered with skips
+// attestation for this long (bounded by the credential's own expiry).
+const (
+	proofTTL       = 2 * time.Minute
+	proofCacheSize = 65536
+)
+
 // Service is the provisioning service's device-facing core.
 type Service struct {
 	o         Options
@@ -44,6 +51,7 @@ type Service struct {
 	x509      *attest.X509
 	hubs      map[string]LinkedHub // by lower-case host name
 	order     []string             // host names in configuration order
+	proofs    *proofs
 }
 
 // New returns a provisioning service.
@@ -66,7 +74,7 @@ func New(o Options) (*Service, error) {
 	if o.ClockSkew == 0 {
 		o.ClockSkew = 5 * time.Minute
 	}
-	s := &Service{o: o, hubs: map[string]LinkedHub{}}
+	s := &Service{o: o, hubs: map[string]LinkedHub{}, proofs: newProofs(proofCacheSize, proofTTL)}
 	for _, h := range o.Hubs {
 		if h.Weight <= 0 {
 			h.Weight = 1
@@ -197,6 +205,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*Operation
 	if err != nil {
 		return nil, err
 	}
+	s.proofs.remember(&req, s.o.Now())
 	reg, err := s.assign(ctx, &req, m, a)
 	if err != nil {
 		return nil, err
@@ -598,12 +607,14 @@ func (s *Service) RegistrationStatus(ctx context.Context, req RegisterRequest) (
 // lookup authenticates a poll or lookup (not logged when it succeeds) and
 // loads the record.
 func (s *Service) lookup(ctx context.Context, req *RegisterRequest) (*enroll.Registration, error) {
-	a := s.newAttempt(req)
-	a.Protocol += " (poll)"
-	_, err := s.authenticate(ctx, req, a)
-	var d *attest.Denial
-	if err != nil && !(errors.As(err, &d) && d.Reason == attest.ReasonEnrollmentDisabled) {
-		return nil, err
+	if !s.proofs.proven(req, s.o.Now()) {
+		a := s.newAttempt(req)
+		a.Protocol += " (poll)"
+		_, err := s.authenticate(ctx, req, a)
+		var d *attest.Denial
+		if err != nil && !(errors.As(err, &d) && d.Reason == attest.ReasonEnrollmentDisabled) {
+			return nil, err
+		}
 	}
 	reg, _, err := s.loadRegistration(ctx, req.RegistrationID)
 	if err != nil {

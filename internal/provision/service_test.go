@@ -299,3 +299,30 @@ func TestPollAuthenticatesAndChecksOperation(t *testing.T) {
 		t.Fatalf("attempts %+v", at)
 	}
 }
+
+// A poll with the credential the device just registered with is answered
+// without attesting again; any other credential is attested in full.
+func TestPollWithTheRegisteringCredentialSkipsAttestation(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	key := f.individual(t, "quick", nil)
+	req := provision.RegisterRequest{IDScope: scope, RegistrationID: "quick", SAS: tokenFor(t, "quick", key), Protocol: "https"}
+	op, err := f.svc.Register(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.enr.DeleteEnrollment(ctx, "quick", ""); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.svc.OperationStatus(ctx, provision.OperationRequest{RegisterRequest: req, OperationID: op.OperationID})
+	if err != nil || st.Status != provision.StatusAssigned {
+		t.Fatalf("poll with the registering token: %+v %v", st, err)
+	}
+	fresh := req
+	raw, _ := sas.DecodeKey(key)
+	fresh.SAS = sas.Sign(scope+"/registrations/quick", raw, "registration", time.Now().Add(2*time.Hour))
+	var pe *provision.Error
+	if _, err := f.svc.OperationStatus(ctx, provision.OperationRequest{RegisterRequest: fresh, OperationID: op.OperationID}); !errors.As(err, &pe) || pe.Code != 401002 {
+		t.Fatalf("poll with another token after the enrollment was deleted: %v", err)
+	}
+}
