@@ -96,6 +96,9 @@ its data directory (--data-dir, ` + envDataDir + `).`,
 		c.keyCmd(),
 		c.caCmd(),
 		c.certsCmd(),
+		c.deviceCmd(),
+		c.twinCmd(),
+		c.monitorCmd(),
 		newBenchCmd(),
 	)
 	return root

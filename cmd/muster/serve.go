@@ -194,6 +194,12 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err := a.MountHub(hubSvc); err != nil {
 		return err
 	}
+	if err := a.MountHubMessaging(hubSvc); err != nil {
+		return err
+	}
+	if err := a.MountTelemetry(hub.HostName(), events); err != nil {
+		return err
+	}
 	a.Handle(http.MethodGet, "/$iothub/websocket", broker.WebSocketHandler())
 
 	tlsCfg := &tls.Config{

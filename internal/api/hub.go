@@ -163,8 +163,11 @@ func classifyHub(e hubEndpoint, id string, err error) (status int, name, message
 		he *httpError
 		me *http.MaxBytesError
 		ie *registry.InvalidError
+		se *hubStatusError
 	)
 	switch {
+	case errors.As(err, &se):
+		return se.status, se.name, se.message
 	case errors.As(err, &me):
 		return http.StatusRequestEntityTooLarge, hubMessageTooLarge,
 			fmt.Sprintf("request body is larger than the %d-byte limit", me.Limit)

@@ -14,7 +14,15 @@
 //     operations to connected clients that subscribed to
 //     $iothub/twin/PATCH/properties/desired/#, as the merge patch from the
 //     last desired properties the client was sent (or had when it
-//     subscribed) plus "$version".
+//     subscribed) plus "$version";
+//   - carries direct methods (Service.InvokeMethod): the request goes to the
+//     identity's latest connection subscribed to $iothub/methods/POST/# and
+//     its answer on $iothub/methods/res/{status}/?$rid={rid} completes the
+//     call;
+//   - queues cloud-to-device messages (Service.SendCloudMessage, in memory,
+//     C2DQueueDepth per device) and delivers them at QoS 1 on
+//     devices/{id}/messages/devicebound/{bag} to connections subscribed to
+//     them.
 //
 // The Service also fronts the identity registry for the hub service API,
 // so that twin writes through it reach the desired-change notifications;

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -63,6 +64,7 @@ func FuzzAllow(f *testing.F) {
 		"$iothub/twin/GET/?$rid=1",
 		"$iothub/twin/res/#",
 		"$iothub/methods/POST/#",
+		"$iothub/methods/res/200/?$rid=1",
 		"devices/dev1/messages/devicebound/#",
 		"devices/+/messages/devicebound/#",
 		"devices/dev1/messages/devicebound",
@@ -90,7 +92,8 @@ func FuzzAllow(f *testing.F) {
 		if publish {
 			dev, mod, _, terr := telemetry.ParseTelemetryTopic(topic)
 			_, rerr := ParseTwinTopic(topic)
-			if (terr != nil || dev != "dev1" || mod != "") && rerr != nil {
+			_, _, merr := ParseMethodResponseTopic(topic)
+			if (terr != nil || dev != "dev1" || mod != "") && rerr != nil && merr != nil {
 				t.Fatalf("publish to %q allowed", topic)
 			}
 			return
@@ -100,6 +103,41 @@ func FuzzAllow(f *testing.F) {
 		}
 		if strings.ContainsAny(strings.SplitN(topic, "/#", 2)[0], "+") && strings.HasPrefix(topic, "devices/") {
 			t.Fatalf("wildcard subscription %q allowed", topic)
+		}
+	})
+}
+
+// FuzzParseMethodResponseTopic checks that a parsed method response has
+// an echoable $rid that occurs in the topic and a status that prints back
+// to the topic's status level.
+func FuzzParseMethodResponseTopic(f *testing.F) {
+	for _, s := range []string{
+		"$iothub/methods/res/200/?$rid=1",
+		"$iothub/methods/res/500/?$rid=abc&x=y",
+		"$iothub/methods/res/-1/?x=1&$rid=9",
+		"$iothub/methods/res/200?$rid=1",
+		"$iothub/methods/res/+200/?$rid=1",
+		"$iothub/methods/res/200/?$rid=1&$rid=2",
+		"$iothub/methods/res/200/?$rid=",
+		"$iothub/methods/POST/m/?$rid=1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, topic string) {
+		status, rid, err := ParseMethodResponseTopic(topic)
+		if err != nil {
+			return
+		}
+		if err := checkRID(rid); err != nil {
+			t.Fatalf("%q: parsed $rid %q is invalid: %v", topic, rid, err)
+		}
+		if !strings.Contains(topic, "$rid="+rid) {
+			t.Fatalf("%q: $rid %q is not in the topic", topic, rid)
+		}
+		level := strings.SplitN(strings.TrimPrefix(topic, methodResponsePrefix), "/", 2)[0]
+		n, perr := strconv.Atoi(level)
+		if perr != nil || n != status {
+			t.Fatalf("%q: status %d does not match level %q", topic, status, level)
 		}
 	})
 }

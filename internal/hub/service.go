@@ -82,6 +82,14 @@ type Service struct {
 	// watchers are the sessions subscribed to desired notifications, by
 	// device ID.
 	watchers map[string]map[*Session]struct{}
+	// methodTargets is the latest session subscribed to direct methods,
+	// by client ID; methodChanged is closed and replaced when it changes.
+	methodTargets map[string]*Session
+	methodChanged chan struct{}
+	// c2d holds the undelivered cloud-to-device messages, by device ID,
+	// oldest first; c2dReceivers the sessions subscribed to them.
+	c2d          map[string][]queuedMessage
+	c2dReceivers map[string]map[*Session]struct{}
 }
 
 // New returns a Service.
@@ -101,7 +109,8 @@ func New(o Options) (*Service, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Service{reg: o.Registry, auth: o.Auth, tel: o.Telemetry, now: o.Now, log: o.Logger,
-		watchers: map[string]map[*Session]struct{}{}}, nil
+		watchers: map[string]map[*Session]struct{}{}, methodTargets: map[string]*Session{}, methodChanged: make(chan struct{}),
+		c2d: map[string][]queuedMessage{}, c2dReceivers: map[string]map[*Session]struct{}{}}, nil
 }
 
 // Connect authenticates a connection and returns its session. A refusal

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,11 +64,22 @@ type Session struct {
 	// desired properties.
 	watchCancel context.CancelFunc
 	watchDone   chan struct{}
+	// closing is closed by Close.
+	closing chan struct{}
+	// pending are the direct-method calls waiting for an answer, by rid;
+	// nextRID numbers them.
+	pending map[string]chan methodResponse
+	nextRID uint64
+	// c2dWake has room for one pending C2D signal; c2dDone is set while
+	// C2D messages are delivered to the session.
+	c2dWake chan struct{}
+	c2dDone chan struct{}
 }
 
 func newSession(svc *Service, id hubauth.Identity, client Client) *Session {
 	s := &Session{svc: svc, id: id, client: client, wake: make(chan struct{}, 1),
-		log: svc.log.With("clientId", id.ClientID())}
+		log: svc.log.With("clientId", id.ClientID()), closing: make(chan struct{}),
+		pending: map[string]chan methodResponse{}, c2dWake: make(chan struct{}, 1)}
 	if !id.TokenExpiry.IsZero() {
 		s.expiry = time.AfterFunc(max(id.TokenExpiry.Sub(svc.now()), 0), func() {
 			s.log.Info("hub client's SAS token expired; disconnecting it", "expiry", id.TokenExpiry)
@@ -99,8 +111,13 @@ func (s *Session) Allow(topic string, publish bool) bool {
 		if !within(topic, f) {
 			continue
 		}
-		if f == DesiredFilter {
+		switch {
+		case f == DesiredFilter:
 			return s.startWatching()
+		case f == MethodsFilter:
+			return s.startMethods()
+		case s.id.ModuleID == "" && f == deviceboundPrefix(s.id.DeviceID)+"#":
+			return s.startC2D()
 		}
 		return true
 	}
@@ -116,8 +133,11 @@ func (s *Session) checkPublish(topic string) error {
 		}
 		return nil
 	}
+	if _, _, err := ParseMethodResponseTopic(topic); err == nil {
+		return nil
+	}
 	if _, err := ParseTwinTopic(topic); err != nil {
-		return fmt.Errorf("%w: %.80q is neither a telemetry topic (devices/{id}/messages/events/) nor a twin request (%v)", ErrTopicNotAllowed, topic, err)
+		return fmt.Errorf("%w: %.80q is neither a telemetry topic (devices/{id}/messages/events/), a method response ($iothub/methods/res/{status}/?$rid=) nor a twin request (%v)", ErrTopicNotAllowed, topic, err)
 	}
 	return nil
 }
@@ -126,7 +146,9 @@ func (s *Session) checkPublish(topic string) error {
 // accepted. Telemetry is stored durably before Publish returns (so the
 // transport acknowledges only stored messages); twin requests are
 // answered on the client's twin response topic. An error means the
-// message was not accepted and the connection should end: a topic not
+// message was not accepted and the connection should end. Direct-method
+// responses complete the call waiting for their rid (one nobody waits for
+// is dropped). Errors: a topic not
 // allowed, telemetry the endpoint refuses (bad properties, too large), or
 // a storage failure.
 func (s *Session) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
@@ -135,6 +157,9 @@ func (s *Session) Publish(ctx context.Context, topic string, payload []byte, ret
 	}
 	if _, _, bag, err := telemetry.ParseTelemetryTopic(topic); err == nil {
 		return s.storeTelemetry(ctx, bag, payload, retain)
+	}
+	if strings.HasPrefix(topic, methodResponsePrefix) {
+		return s.answerMethod(topic, payload)
 	}
 	req, err := ParseTwinTopic(topic)
 	if err != nil { // checkPublish accepted it
@@ -365,6 +390,18 @@ func (s *Session) notifyDesired(ctx context.Context, base *twin.Twin) *twin.Twin
 	return cur
 }
 
+// startMethods makes the session its identity's direct-method target; it
+// reports whether the subscription may proceed.
+func (s *Session) startMethods() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.svc.addMethodTarget(s) // under s.mu, so Close cannot miss it
+	return true
+}
+
 // Close ends the session: desired notifications stop (Close waits for a
 // notification being sent) and the token-expiry timer is stopped. err is
 // nil for a clean disconnect by the client. Calls after the first do
@@ -376,10 +413,16 @@ func (s *Session) Close(err error) {
 		return
 	}
 	s.closed = true
-	stop, done := s.watchCancel, s.watchDone
+	close(s.closing)
+	stop, done, c2dDone := s.watchCancel, s.watchDone, s.c2dDone
 	s.mu.Unlock()
 	if s.expiry != nil {
 		s.expiry.Stop()
+	}
+	s.svc.removeMethodTarget(s)
+	if c2dDone != nil {
+		s.svc.removeC2DReceiver(s)
+		<-c2dDone
 	}
 	if done != nil {
 		s.svc.removeWatcher(s)
