@@ -98,6 +98,7 @@ its data directory (--data-dir, ` + envDataDir + `).`,
 		c.certsCmd(),
 		c.deviceCmd(),
 		c.twinCmd(),
+		c.queryCmd(),
 		c.monitorCmd(),
 		newBenchCmd(),
 	)

@@ -1,0 +1,357 @@
+package sqlite_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/muster-iot/muster/internal/query"
+	"github.com/muster-iot/muster/internal/registry"
+	"github.com/muster-iot/muster/internal/store"
+	"github.com/muster-iot/muster/internal/store/memstore"
+	"github.com/muster-iot/muster/internal/store/sqlite"
+)
+
+// queryHub is the hub the fixture twins belong to; mixed case on purpose
+// (groups are lower-case).
+const queryHub = "Hub-A.Example.net"
+
+// twinStore is a backend under test.
+type twinStore interface {
+	store.Store
+	store.TwinQuerier
+}
+
+// fixtureTwin is one device of the query fixture.
+type fixtureTwin struct {
+	id       string
+	status   string
+	edge     bool
+	tags     string
+	desired  string
+	reported string
+}
+
+var fixtureTwins = []fixtureTwin{
+	{id: "dev-a", tags: `{"environment":"test","floor":1}`, reported: `{"fw":"1.0"}`},
+	{id: "dev-b", edge: true, tags: `{"environment":"prod","floor":2}`, reported: `{"fw":"1.1"}`},
+	{id: "dev-c", status: registry.StatusDisabled, tags: `{"environment":"test"}`, desired: `{"interval":10}`},
+	{id: "dev-d"},
+	{id: "dev-e", tags: `{"environment":"test","floor":3,"site":{"name":"plant-2"}}`, reported: `{"fw":"1.0"}`},
+}
+
+// seedTwins writes the fixture through the registry, plus a device of
+// another hub and a twin record without a device, which no query may see.
+func seedTwins(t testing.TB, st store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	clock := func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC) }
+	hub := registry.New(queryHub, st, clock)
+	for _, f := range fixtureTwins {
+		if _, err := hub.PutDevice(ctx, &registry.Device{DeviceID: f.id, Status: f.status, Capabilities: registry.Capabilities{IoTEdge: f.edge}}, ""); err != nil {
+			t.Fatalf("create %s: %v", f.id, err)
+		}
+		if f.tags != "" || f.desired != "" {
+			u := registry.TwinUpdate{}
+			if f.tags != "" {
+				u.Tags = json.RawMessage(f.tags)
+			}
+			if f.desired != "" {
+				u.Desired = json.RawMessage(f.desired)
+			}
+			if _, err := hub.PatchTwin(ctx, f.id, u, "*"); err != nil {
+				t.Fatalf("patch twin %s: %v", f.id, err)
+			}
+		}
+		if f.reported != "" {
+			if _, err := hub.PatchReported(ctx, f.id, json.RawMessage(f.reported)); err != nil {
+				t.Fatalf("patch reported %s: %v", f.id, err)
+			}
+		}
+	}
+	other := registry.New("other.example.net", st, nil)
+	if _, err := other.PutDevice(ctx, &registry.Device{DeviceID: "dev-a"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	orphan := store.Record{Kind: store.KindTwin, ID: "hub-a.example.net/orphan", Group: "hub-a.example.net",
+		Doc: json.RawMessage(`{"deviceId":"orphan","version":1,"tags":{"environment":"test"}}`)}
+	if _, err := st.Put(ctx, orphan, store.Cond{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// backends returns both stores seeded with the same fixture.
+func backends(t *testing.T) map[string]twinStore {
+	t.Helper()
+	mem := memstore.New(0)
+	t.Cleanup(func() { mem.Close() })
+	sql := openAt(t, filepath.Join(t.TempDir(), "q.db"), sqlite.Options{})
+	out := map[string]twinStore{"memstore": mem, "sqlite": sql}
+	for _, st := range out {
+		seedTwins(t, st)
+	}
+	return out
+}
+
+// decodeItems turns result items into Go values for comparison.
+func decodeItems(t *testing.T, items []json.RawMessage) []any {
+	t.Helper()
+	out := make([]any, 0, len(items))
+	for i, it := range items {
+		var v any
+		if err := json.Unmarshal(it, &v); err != nil {
+			t.Fatalf("item %d is not JSON: %v: %s", i, err, it)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func ids(list ...string) []any {
+	out := make([]any, len(list))
+	for i, id := range list {
+		out[i] = map[string]any{"deviceId": id}
+	}
+	return out
+}
+
+func TestQueryTwinsBackendsAgree(t *testing.T) {
+	bs := backends(t)
+	for _, tc := range []struct {
+		name, query string
+		offset      int
+		limit       int
+		want        []any
+	}{
+		{name: "tag equality", query: "SELECT deviceId FROM devices WHERE tags.environment = 'test'", want: ids("dev-a", "dev-c", "dev-e")},
+		{name: "tag not equal skips missing", query: "SELECT deviceId FROM devices WHERE tags.environment != 'test'", want: ids("dev-b")},
+		{name: "numeric tag", query: "SELECT deviceId FROM devices WHERE tags.floor >= 2", want: ids("dev-b", "dev-e")},
+		{name: "nested tag", query: "SELECT deviceId FROM devices WHERE tags.site.name = 'plant-2'", want: ids("dev-e")},
+		{name: "reported property", query: "SELECT deviceId FROM devices WHERE properties.reported.fw = '1.0'", want: ids("dev-a", "dev-e")},
+		{name: "desired property", query: "SELECT deviceId, properties.desired.interval AS i FROM devices WHERE properties.desired.interval > 5",
+			want: []any{map[string]any{"deviceId": "dev-c", "i": 10.0}}},
+		{name: "deviceId IN", query: "SELECT deviceId FROM devices WHERE deviceId IN ['dev-d', 'dev-a', 'nobody']", want: ids("dev-a", "dev-d")},
+		{name: "deviceId NIN", query: "SELECT deviceId FROM devices WHERE deviceId NIN ['dev-a', 'dev-b']", want: ids("dev-c", "dev-d", "dev-e")},
+		{name: "status", query: "SELECT deviceId, status FROM devices WHERE status = 'disabled'",
+			want: []any{map[string]any{"deviceId": "dev-c", "status": "disabled"}}},
+		{name: "capabilities", query: "SELECT deviceId FROM devices WHERE capabilities.iotEdge = true", want: ids("dev-b")},
+		{name: "connection state", query: "SELECT COUNT() AS n FROM devices WHERE connectionState = 'Disconnected'",
+			want: []any{map[string]any{"n": 5.0}}},
+		{name: "IS_DEFINED", query: "SELECT deviceId FROM devices WHERE NOT IS_DEFINED(tags.environment)", want: ids("dev-d")},
+		{name: "IS_DEFINED reported", query: "SELECT deviceId FROM devices WHERE IS_DEFINED(properties.reported.fw) AND tags.floor < 3", want: ids("dev-a", "dev-b")},
+		{name: "OR and parentheses", query: "SELECT deviceId FROM devices WHERE (tags.floor = 1 OR status = 'disabled') AND tags.environment = 'test'", want: ids("dev-a", "dev-c")},
+		{name: "count", query: "SELECT COUNT() AS total FROM devices", want: []any{map[string]any{"total": 5.0}}},
+		{name: "count group by", query: "SELECT properties.reported.fw AS fw, COUNT() AS n FROM devices GROUP BY properties.reported.fw",
+			want: []any{map[string]any{"n": 2.0}, map[string]any{"fw": "1.0", "n": 2.0}, map[string]any{"fw": "1.1", "n": 1.0}}},
+		{name: "group by tag", query: "SELECT tags.environment, COUNT() AS n FROM devices WHERE IS_DEFINED(tags.environment) GROUP BY tags.environment",
+			want: []any{map[string]any{"environment": "prod", "n": 1.0}, map[string]any{"environment": "test", "n": 3.0}}},
+		{name: "projection leaves undefined out", query: "SELECT deviceId, tags.floor FROM devices WHERE deviceId < 'dev-e'",
+			want: []any{map[string]any{"deviceId": "dev-a", "floor": 1.0}, map[string]any{"deviceId": "dev-b", "floor": 2.0},
+				map[string]any{"deviceId": "dev-c"}, map[string]any{"deviceId": "dev-d"}}},
+		{name: "whole tags object", query: "SELECT tags FROM devices WHERE deviceId = 'dev-c'",
+			want: []any{map[string]any{"tags": map[string]any{"environment": "test"}}}},
+		{name: "empty tags object", query: "SELECT tags, parentScopes, modelId FROM devices WHERE deviceId = 'dev-d'",
+			want: []any{map[string]any{"tags": map[string]any{}, "parentScopes": []any{}, "modelId": ""}}},
+		{name: "version", query: "SELECT deviceId, version FROM devices WHERE version >= 3", want: []any{
+			map[string]any{"deviceId": "dev-a", "version": 3.0}, map[string]any{"deviceId": "dev-b", "version": 3.0},
+			map[string]any{"deviceId": "dev-e", "version": 3.0}}},
+		{name: "top", query: "SELECT TOP 2 deviceId FROM devices", want: ids("dev-a", "dev-b")},
+		{name: "page 1", query: "SELECT deviceId FROM devices", offset: 0, limit: 2, want: ids("dev-a", "dev-b")},
+		{name: "page 2", query: "SELECT deviceId FROM devices", offset: 2, limit: 2, want: ids("dev-c", "dev-d")},
+		{name: "page 3", query: "SELECT deviceId FROM devices", offset: 4, limit: 2, want: ids("dev-e")},
+		{name: "past the end", query: "SELECT deviceId FROM devices", offset: 5, limit: 2, want: []any{}},
+		{name: "top with paging", query: "SELECT TOP 3 deviceId FROM devices", offset: 2, limit: 2, want: ids("dev-c")},
+		{name: "no match", query: "SELECT * FROM devices WHERE tags.environment = 'staging'", want: []any{}},
+		{name: "star", query: "SELECT * FROM devices WHERE deviceId = 'dev-b'", want: nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := query.Parse(tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]any{}
+			for name, st := range bs {
+				items, err := st.QueryTwins(t.Context(), q, queryHub, tc.offset, tc.limit)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				got[name] = decodeItems(t, items)
+				if tc.want != nil {
+					if diff := cmp.Diff(tc.want, got[name]); diff != "" {
+						t.Errorf("%s: items (-want +got):\n%s", name, diff)
+					}
+				}
+			}
+			// etags and generation IDs (in deviceScope) are random per store;
+			// TestQueryTwinsStarDocument checks them against the records.
+			for _, items := range got {
+				for _, it := range items {
+					if m, ok := it.(map[string]any); ok {
+						delete(m, "etag")
+						delete(m, "deviceEtag")
+						delete(m, "deviceScope")
+					}
+				}
+			}
+			if diff := cmp.Diff(got["memstore"], got["sqlite"]); diff != "" {
+				t.Errorf("backends disagree (-memstore +sqlite):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestQueryTwinsStarDocument checks the twin document SELECT * returns
+// against the stored records it is built from.
+func TestQueryTwinsStarDocument(t *testing.T) {
+	for name, st := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			q, err := query.Parse("SELECT * FROM devices WHERE tags.environment = 'prod'")
+			if err != nil {
+				t.Fatal(err)
+			}
+			items, err := st.QueryTwins(t.Context(), q, queryHub, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(items) != 1 {
+				t.Fatalf("got %d items, want 1", len(items))
+			}
+			var got map[string]any
+			if err := json.Unmarshal(items[0], &got); err != nil {
+				t.Fatal(err)
+			}
+			dev, err := st.Get(t.Context(), store.KindDevice, "hub-a.example.net/dev-b")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw, err := st.Get(t.Context(), store.KindTwin, "hub-a.example.net/dev-b")
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantDoc, err := store.TwinDocument(dev, tw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := json.Marshal(wantDoc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want map[string]any
+			if err := json.Unmarshal(raw, &want); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("twin document (-want +got):\n%s", diff)
+			}
+			for k, v := range map[string]any{"deviceId": "dev-b", "status": "enabled", "etag": tw.ETag, "deviceEtag": dev.ETag,
+				"capabilities": map[string]any{"iotEdge": true}, "authenticationType": "sas"} {
+				if diff := cmp.Diff(v, got[k]); diff != "" {
+					t.Errorf("%s (-want +got):\n%s", k, diff)
+				}
+			}
+		})
+	}
+}
+
+func TestQueryTwinsErrors(t *testing.T) {
+	for name, st := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name, query string
+				offset      int
+				target      error
+			}{
+				{name: "modules", query: "SELECT * FROM devices.modules", target: query.ErrUnsupported},
+				{name: "jobs", query: "SELECT * FROM devices.jobs", target: query.ErrUnsupported},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					q, err := query.Parse(tc.query)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, err = st.QueryTwins(t.Context(), q, queryHub, tc.offset, 0)
+					if !errors.Is(err, tc.target) {
+						t.Errorf("error %v, want %v", err, tc.target)
+					}
+				})
+			}
+			q, err := query.Parse("SELECT * FROM devices")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.QueryTwins(t.Context(), q, queryHub, -1, 0); err == nil {
+				t.Error("negative offset accepted")
+			}
+			items, err := st.QueryTwins(t.Context(), q, "unknown.example.net", 0, 0)
+			if err != nil || len(items) != 0 {
+				t.Errorf("unknown hub: %d items, %v; want none", len(items), err)
+			}
+		})
+	}
+}
+
+// FuzzQueryTwinsAgree runs arbitrary query text against both backends and
+// requires the same items whenever both accept the query.
+func FuzzQueryTwinsAgree(f *testing.F) {
+	for _, s := range []string{
+		"SELECT * FROM devices",
+		"SELECT deviceId FROM devices WHERE tags.environment = 'test'",
+		"SELECT deviceId FROM devices WHERE tags.floor >= 2 OR NOT IS_DEFINED(tags.floor)",
+		"SELECT deviceId FROM devices WHERE deviceId IN ['dev-a', 'dev-c']",
+		"SELECT properties.reported.fw AS fw, COUNT() AS n FROM devices GROUP BY properties.reported.fw",
+		"SELECT TOP 2 deviceId, tags.floor * 2 AS f FROM devices WHERE status != 'disabled'",
+		"SELECT COUNT() FROM devices WHERE capabilities.iotEdge = true",
+		"SELECT tags FROM devices GROUP BY tags",
+		"SELECT LOWER(deviceId) AS l, LENGTH(tags.environment) FROM devices WHERE STARTS_WITH(deviceId, 'dev')",
+	} {
+		f.Add(s, uint8(0), uint8(0))
+	}
+	f.Add("SELECT deviceId FROM devices", uint8(2), uint8(2))
+	mem := memstore.New(0)
+	f.Cleanup(func() { mem.Close() })
+	sql, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "fuzz.db"), sqlite.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { sql.Close() })
+	seedTwins(f, mem)
+	seedTwins(f, sql)
+	f.Fuzz(func(t *testing.T, text string, offset, limit uint8) {
+		// Etags and generation IDs (in deviceScope) are random per store.
+		lower := strings.ToLower(text)
+		if strings.Contains(lower, "etag") || strings.Contains(lower, "scope") {
+			return
+		}
+		q, err := query.Parse(text)
+		if err != nil || q.From != query.Devices {
+			return
+		}
+		memItems, memErr := mem.QueryTwins(t.Context(), q, queryHub, int(offset), int(limit))
+		sqlItems, sqlErr := sql.QueryTwins(t.Context(), q, queryHub, int(offset), int(limit))
+		if errors.Is(sqlErr, query.ErrUnsupported) || errors.Is(sqlErr, query.ErrTooComplex) || (memErr != nil && sqlErr != nil) {
+			return
+		}
+		if memErr != nil || sqlErr != nil {
+			t.Fatalf("%q: memstore error %v, sqlite error %v", text, memErr, sqlErr)
+		}
+		got := map[string][]any{"memstore": decodeItems(t, memItems), "sqlite": decodeItems(t, sqlItems)}
+		for _, items := range got {
+			for _, it := range items {
+				if m, ok := it.(map[string]any); ok {
+					delete(m, "etag")
+					delete(m, "deviceEtag")
+					delete(m, "deviceScope")
+				}
+			}
+		}
+		if diff := cmp.Diff(got["memstore"], got["sqlite"]); diff != "" {
+			t.Fatalf("%q: backends disagree (-memstore +sqlite):\n%s", text, diff)
+		}
+	})
+}
