@@ -27,7 +27,11 @@
 // The Service also fronts the identity registry for the hub service API,
 // so that twin writes through it reach the desired-change notifications;
 // notifications are in-process (a client connected to another instance
-// learns of the change by its next twin GET).
+// learns of the change by its next twin GET). Disabling or deleting a
+// device through it ends the live sessions of the device and its modules
+// at once (Service.DisconnectDevice; Service.DisconnectModule for a module
+// identity); this too is in-process: a client connected to another
+// instance stays connected until it reconnects, when it is refused.
 //
 // Topic strings are the Azure IoT wire protocol and belong here; the MQTT
 // transport (package mqtt's hub realm) only carries them. This is a domain

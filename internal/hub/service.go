@@ -90,6 +90,8 @@ type Service struct {
 	// oldest first; c2dReceivers the sessions subscribed to them.
 	c2d          map[string][]queuedMessage
 	c2dReceivers map[string]map[*Session]struct{}
+	// live are all sessions, so that revoking an identity ends them.
+	live presence
 }
 
 // New returns a Service.
@@ -121,16 +123,25 @@ func (s *Service) Connect(ctx context.Context, req hubauth.Request, client Clien
 	if client == nil {
 		return nil, errors.New("connect: no client to send to")
 	}
-	id, err := s.auth.Authenticate(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("authenticate client %.64q: %w", req.ClientID, err)
+	for range connectAttempts {
+		seen := s.live.revoked()
+		id, err := s.auth.Authenticate(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("authenticate client %.64q: %w", req.ClientID, err)
+		}
+		if id == nil {
+			return nil, fmt.Errorf("authenticate client %.64q: the authenticator returned no identity and no error", req.ClientID)
+		}
+		sess := newSession(s, *id, client)
+		if s.live.add(sess, seen) {
+			s.log.Debug("hub client connected", "clientId", id.ClientID(), "auth", id.AuthType, "remote", req.RemoteAddr)
+			return sess, nil
+		}
+		// An identity was revoked while this one was authenticated: it
+		// may have been this one, so decide again.
+		sess.Close(fmt.Errorf("%w while the client was being authenticated", ErrIdentityRevoked))
 	}
-	if id == nil {
-		return nil, fmt.Errorf("authenticate client %.64q: the authenticator returned no identity and no error", req.ClientID)
-	}
-	sess := newSession(s, *id, client)
-	s.log.Debug("hub client connected", "clientId", id.ClientID(), "auth", id.AuthType, "remote", req.RemoteAddr)
-	return sess, nil
+	return nil, fmt.Errorf("connect client %.64q: identities kept being disabled or deleted while it was authenticated %d times; try again", req.ClientID, connectAttempts)
 }
 
 // HostName returns the hub's host name.
@@ -146,14 +157,27 @@ func (s *Service) ListDevices(ctx context.Context, after string, limit int) ([]*
 	return s.reg.ListDevices(ctx, after, limit)
 }
 
-// PutDevice creates or updates a device identity (see registry.Hub.PutDevice).
+// PutDevice creates or updates a device identity (see
+// registry.Hub.PutDevice). When the stored device is disabled, the live
+// sessions of the device and its modules on this instance are ended (see
+// DisconnectDevice).
 func (s *Service) PutDevice(ctx context.Context, d *registry.Device, ifMatch string) (*registry.Device, error) {
-	return s.reg.PutDevice(ctx, d, ifMatch)
+	out, err := s.reg.PutDevice(ctx, d, ifMatch)
+	if err == nil && disabled(out) {
+		s.DisconnectDevice(out.DeviceID, "the device was disabled")
+	}
+	return out, err
 }
 
-// RemoveDevice deletes a device identity and its twin.
+// RemoveDevice deletes a device identity and its twin, and ends the live
+// sessions of the device and its modules on this instance (see
+// DisconnectDevice).
 func (s *Service) RemoveDevice(ctx context.Context, deviceID, ifMatch string) error {
-	return s.reg.RemoveDevice(ctx, deviceID, ifMatch)
+	if err := s.reg.RemoveDevice(ctx, deviceID, ifMatch); err != nil {
+		return err
+	}
+	s.DisconnectDevice(deviceID, "the device was deleted")
+	return nil
 }
 
 // GetTwin returns a device's twin.

@@ -403,7 +403,8 @@ func (s *Session) startMethods() bool {
 }
 
 // Close ends the session: desired notifications stop (Close waits for a
-// notification being sent) and the token-expiry timer is stopped. err is
+// notification being sent), the token-expiry timer is stopped and the
+// session is no longer among its identity's live sessions. err is
 // nil for a clean disconnect by the client. Calls after the first do
 // nothing.
 func (s *Session) Close(err error) {
@@ -419,6 +420,7 @@ func (s *Session) Close(err error) {
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
+	s.svc.live.remove(s)
 	s.svc.removeMethodTarget(s)
 	if c2dDone != nil {
 		s.svc.removeC2DReceiver(s)
