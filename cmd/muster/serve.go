@@ -194,6 +194,9 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err := a.MountHub(hubSvc); err != nil {
 		return err
 	}
+	if err := a.MountHubModules(hub, hubSvc); err != nil {
+		return err
+	}
 	if err := a.MountHubQuery(hub.HostName(), st); err != nil {
 		return err
 	}

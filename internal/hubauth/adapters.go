@@ -18,8 +18,16 @@ type DeviceGetter interface {
 	GetDevice(ctx context.Context, deviceID string) (*registry.Device, error)
 }
 
-// RegistryIdentities adapts a hub registry to Identities. The registry has
-// no module identities yet, so every module is reported not found.
+// ModuleGetter reads module identities; *registry.Hub implements it. A
+// missing module is an error matching registry.ErrModuleNotFound, a missing
+// device one matching registry.ErrNotFound.
+type ModuleGetter interface {
+	GetModule(ctx context.Context, deviceID, moduleID string) (*registry.Module, error)
+}
+
+// RegistryIdentities adapts a hub registry to Identities. Module identities
+// are read when the registry is also a ModuleGetter (*registry.Hub is);
+// otherwise every module is reported not found.
 type RegistryIdentities struct {
 	devices DeviceGetter
 }
@@ -42,10 +50,21 @@ func (r *RegistryIdentities) Device(ctx context.Context, deviceID string) (*regi
 	return d, nil
 }
 
-// Module reports every module as not found: the registry does not store
-// module identities yet.
+// Module returns a module identity; a missing module (or device) is an
+// error matching ErrNotFound.
 func (r *RegistryIdentities) Module(ctx context.Context, deviceID, moduleID string) (*Module, error) {
-	return nil, fmt.Errorf("%w: module %q of device %q (the registry has no module identities)", ErrNotFound, moduleID, deviceID)
+	mg, ok := r.devices.(ModuleGetter)
+	if !ok {
+		return nil, fmt.Errorf("%w: module %q of device %q (the registry has no module identities)", ErrNotFound, moduleID, deviceID)
+	}
+	m, err := mg.GetModule(ctx, deviceID, moduleID)
+	if errors.Is(err, registry.ErrModuleNotFound) || errors.Is(err, registry.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get module %q of device %q: %w", moduleID, deviceID, err)
+	}
+	return &Module{DeviceID: m.DeviceID, ModuleID: m.ModuleID, Authentication: m.Authentication}, nil
 }
 
 // EnrollmentTrust is the part of the enrollment service the trust anchors

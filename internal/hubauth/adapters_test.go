@@ -14,6 +14,7 @@ import (
 	"github.com/muster-iot/muster/internal/enroll"
 	"github.com/muster-iot/muster/internal/pki"
 	"github.com/muster-iot/muster/internal/registry"
+	"github.com/muster-iot/muster/internal/sas"
 	"github.com/muster-iot/muster/internal/store"
 )
 
@@ -35,12 +36,79 @@ func TestRegistryIdentities(t *testing.T) {
 	}{
 		{"missing device", func() error { _, err := ids.Device(f.ctx(), "nosuch"); return err }},
 		{"device IDs are case-sensitive", func() error { _, err := ids.Device(f.ctx(), "DEV1"); return err }},
-		{"modules are not stored yet", func() error { _, err := ids.Module(f.ctx(), "dev1", "mod1"); return err }},
+		{"missing module", func() error { _, err := ids.Module(f.ctx(), "dev1", "mod1"); return err }},
+		{"module of a missing device", func() error { _, err := ids.Module(f.ctx(), "nosuch", "mod1"); return err }},
+		{"registry without modules", func() error {
+			_, err := NewRegistryIdentities(deviceOnly{f.hub}).Module(f.ctx(), "dev1", "mod1")
+			return err
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.call(); !errors.Is(err, ErrNotFound) {
 				t.Errorf("error %v, want ErrNotFound", err)
+			}
+		})
+	}
+}
+
+// deviceOnly is a registry that has no module identities.
+type deviceOnly struct{ hub *registry.Hub }
+
+func (d deviceOnly) GetDevice(ctx context.Context, id string) (*registry.Device, error) {
+	return d.hub.GetDevice(ctx, id)
+}
+
+// TestRegistryModules checks that module identities stored in the registry
+// authenticate with their own SAS keys.
+func TestRegistryModules(t *testing.T) {
+	f := newFixture(t, time.Now())
+	f.sasDevice("dev1", otherKey, otherKey)
+	if _, err := f.hub.PutModule(f.ctx(), &registry.Module{DeviceID: "dev1", ModuleID: "mod1",
+		Authentication: registry.Authentication{Type: AuthSAS, SymmetricKey: &registry.SymmetricKey{PrimaryKey: vectorKey, SecondaryKey: otherKey}}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	ids := NewRegistryIdentities(f.hub)
+	m, err := ids.Module(f.ctx(), "dev1", "mod1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Module{DeviceID: "dev1", ModuleID: "mod1",
+		Authentication: registry.Authentication{Type: AuthSAS, SymmetricKey: &registry.SymmetricKey{PrimaryKey: vectorKey, SecondaryKey: otherKey}}}
+	if diff := cmp.Diff(want, m); diff != "" {
+		t.Errorf("Module (-want +got):\n%s", diff)
+	}
+	a, err := New(Options{HubHostName: vectorHub, Identities: ids, Attempts: f.st, Now: func() time.Time { return time.Unix(vectorExpiry-60, 0) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		req        Request
+		wantModule string
+		wantReason Reason
+	}{
+		{"module token", Request{ClientID: "dev1/mod1", Username: nodeModuleUsername, Password: vectorModuleToken}, "mod1", ""},
+		{"removed module", Request{ClientID: "dev1/gone", Username: vectorHub + "/dev1/gone/", Password: sas.Sign(vectorHub+"/devices/dev1/modules/gone", key(t, vectorKey), "", time.Unix(vectorExpiry, 0))}, "", ReasonModuleNotFound},
+	}
+	if _, err := f.hub.PutModule(f.ctx(), &registry.Module{DeviceID: "dev1", ModuleID: "gone"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.hub.RemoveModule(f.ctx(), "dev1", "gone", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := a.Authenticate(f.ctx(), tc.req)
+			if tc.wantReason != "" {
+				var d *Denial
+				if !errors.As(err, &d) || d.Reason != tc.wantReason {
+					t.Errorf("Authenticate = %+v, %v; want a %s denial", id, err, tc.wantReason)
+				}
+				return
+			}
+			if err != nil || id.DeviceID != "dev1" || id.ModuleID != tc.wantModule || id.Credential != "primary" {
+				t.Errorf("Authenticate = %+v, %v", id, err)
 			}
 		})
 	}

@@ -1,6 +1,6 @@
 // Package registry owns a hub's identity registry: device identities with
-// their credentials, status and capabilities, and their twins' stored
-// documents. A Hub is one in-process IoT hub; it is also the provisioning
+// their credentials, status and capabilities, their module identities, and
+// their twins' stored documents. A Hub is one in-process IoT hub; it is also the provisioning
 // service's default linked hub (it implements provision.Hub).
 package registry
 
@@ -240,6 +240,11 @@ func (h *Hub) ProvisionWrites(ctx context.Context, spec provision.DeviceSpec) ([
 		return nil, err
 	}
 	writes := []store.Write{{Record: store.Record{Kind: store.KindDevice, ID: h.key(d.DeviceID), Group: strings.ToLower(h.host), Doc: ddoc}}}
+	edge, err := h.edgeModuleWrites(ctx, d, existing == nil)
+	if err != nil {
+		return nil, err
+	}
+	writes = append(writes, edge...)
 	if existing == nil || spec.ReplaceTwin {
 		t := &Twin{DeviceID: d.DeviceID, Version: 1, Properties: TwinProperties{Reported: json.RawMessage(`{"$version":1}`)}}
 		var tags, desired json.RawMessage
@@ -284,8 +289,17 @@ func (h *Hub) DeviceTwin(ctx context.Context, deviceID string) (*provision.TwinS
 	return &provision.TwinState{Tags: t.Tags, Desired: draw}, nil
 }
 
-// DeleteDevice removes a device and its twin.
+// DeleteDevice removes a device, its twin and its modules.
 func (h *Hub) DeleteDevice(ctx context.Context, deviceID string) error {
+	mods, err := h.moduleDeletes(ctx, deviceID)
+	if err != nil {
+		return fmt.Errorf("delete device %s: %w", deviceID, err)
+	}
+	for _, w := range mods {
+		if err := h.docs.Delete(ctx, w.Record.Kind, w.Record.ID, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("delete device %s: %w", deviceID, err)
+		}
+	}
 	for _, k := range []store.Kind{store.KindTwin, store.KindDevice} {
 		if err := h.docs.Delete(ctx, k, h.key(deviceID), ""); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("delete device %s: %w", deviceID, err)
@@ -568,10 +582,14 @@ func (h *Hub) createDevice(ctx context.Context, in *Device, status string, auth 
 	if err != nil {
 		return nil, fmt.Errorf("encode twin %s: %w", d.DeviceID, err)
 	}
-	recs, err := h.docs.Apply(ctx, []store.Write{
+	edge, err := h.edgeModuleWrites(ctx, d, true)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := h.docs.Apply(ctx, append([]store.Write{
 		{Record: drec, Cond: store.Cond{IfNoneMatch: true}},
 		{Record: store.Record{Kind: store.KindTwin, ID: h.key(d.DeviceID), Group: strings.ToLower(h.host), Doc: tdoc}},
-	})
+	}, edge...))
 	if errors.Is(err, store.ErrExists) {
 		return nil, fmt.Errorf("create device %s: %w", d.DeviceID, ErrExists)
 	}
@@ -595,8 +613,15 @@ func (h *Hub) updateDevice(ctx context.Context, in *Device, status string, auth 
 	if err != nil {
 		return nil, err
 	}
-	out, err := h.docs.Put(ctx, rec, store.Cond{IfMatch: d.ETag})
+	edge, err := h.edgeModuleWrites(ctx, d, false)
+	if err != nil {
+		return nil, err
+	}
+	outs, err := h.docs.Apply(ctx, append([]store.Write{{Record: rec, Cond: store.Cond{IfMatch: d.ETag}}}, edge...))
+	var we *store.WriteError
 	switch {
+	case errors.As(err, &we) && we.Index > 0:
+		return nil, errLostRace // a system module appeared or changed meanwhile: look again
 	case errors.Is(err, store.ErrPrecondition) && ifMatch == "*":
 		return nil, errLostRace
 	case errors.Is(err, store.ErrPrecondition):
@@ -604,11 +629,11 @@ func (h *Hub) updateDevice(ctx context.Context, in *Device, status string, auth 
 	case err != nil:
 		return nil, fmt.Errorf("update device %s: %w", in.DeviceID, err)
 	}
-	d.ETag = out.ETag
+	d.ETag = outs[0].ETag
 	return d, nil
 }
 
-// RemoveDevice deletes a device identity and its twin, as the hub service
+// RemoveDevice deletes a device identity, its twin and its modules, as the hub service
 // API's DELETE /devices/{id} does. ifMatch "" or "*" deletes whatever is
 // stored; an etag must be the device's current one. Errors: ErrNotFound,
 // ErrPrecondition.
@@ -627,7 +652,11 @@ func (h *Hub) RemoveDevice(ctx context.Context, deviceID, ifMatch string) error 
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("remove device %s: read twin: %w", deviceID, err)
 		}
-		_, err = h.docs.Apply(ctx, writes)
+		mods, err := h.moduleDeletes(ctx, deviceID)
+		if err != nil {
+			return fmt.Errorf("remove device %s: %w", deviceID, err)
+		}
+		_, err = h.docs.Apply(ctx, append(writes, mods...))
 		switch {
 		case err == nil:
 			return nil
