@@ -28,8 +28,8 @@ var (
 // codeDeviceNotFound is IoT Hub's error name for a missing device.
 const codeDeviceNotFound = "DeviceNotFound"
 
-// maxErrorText caps how much of an error message an Error quotes.
-const maxErrorText = 512
+// MaxErrorText caps how much of an error message an Error quotes.
+const MaxErrorText = 512
 
 // Error is a non-2xx answer of a hub.
 type Error struct {
@@ -79,12 +79,12 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
-// parseError turns a non-2xx answer into *Error. It reads IoT Hub's body
+// ParseError turns a non-2xx answer into *Error. It reads IoT Hub's body
 // ({"Message":"ErrorCode:<Name>;<text>","ExceptionMessage":"Tracking
 // ID:<id>-TimeStamp:…"}), the lower-case and "errorMessage" variants some
 // hubs send, or quotes a body of another shape.
-func parseError(status int, h http.Header, body []byte) *Error {
-	e := &Error{Status: status, Code: strings.TrimSpace(h.Get("iothub-errorcode"))}
+func ParseError(status int, h http.Header, body []byte) *Error {
+	e := &Error{Status: status, Code: svcconn.Shorten(strings.TrimSpace(h.Get("iothub-errorcode")), MaxErrorText)}
 	var eb struct {
 		Message          string `json:"Message"`
 		LowerMessage     string `json:"message"`
@@ -101,15 +101,15 @@ func parseError(status int, h http.Header, body []byte) *Error {
 		}
 		code, text := splitErrorCode(msg)
 		if e.Code == "" {
-			e.Code = code
+			e.Code = svcconn.Shorten(code, MaxErrorText)
 		}
-		e.Message = svcconn.Shorten(text, maxErrorText)
-		e.TrackingID = svcconn.Shorten(trackingID(eb.ExceptionMessage), maxErrorText)
+		e.Message = svcconn.Shorten(text, MaxErrorText)
+		e.TrackingID = svcconn.Shorten(trackingID(eb.ExceptionMessage), MaxErrorText)
 	} else if len(trimmed) > 0 {
-		e.Message = svcconn.Shorten(string(trimmed), maxErrorText)
+		e.Message = svcconn.Shorten(string(trimmed), MaxErrorText)
 	}
 	if e.TrackingID == "" {
-		e.TrackingID = svcconn.Shorten(h.Get("x-ms-request-id"), maxErrorText)
+		e.TrackingID = svcconn.Shorten(h.Get("x-ms-request-id"), MaxErrorText)
 	}
 	return e
 }

@@ -178,7 +178,7 @@ func (c *Client) do(ctx context.Context, method, collection, id string, body any
 		return nil, fmt.Errorf("hub %s: %s %s: %d response body is larger than %d bytes", c.hostName, method, path, res.StatusCode, MaxResponseBytes)
 	}
 	if res.StatusCode < 200 || res.StatusCode > 299 {
-		e := parseError(res.StatusCode, res.Header, data)
+		e := ParseError(res.StatusCode, res.Header, data)
 		e.Hub, e.Method, e.Path = c.hostName, method, path
 		return nil, e
 	}

@@ -591,7 +591,7 @@ func TestParseError(t *testing.T) {
 			for k, v := range tc.header {
 				h.Set(k, v)
 			}
-			got := parseError(tc.status, h, []byte(tc.body))
+			got := ParseError(tc.status, h, []byte(tc.body))
 			if diff := cmp.Diff(&tc.want, got); diff != "" {
 				t.Errorf("parseError (-want +got):\n%s", diff)
 			}
@@ -698,8 +698,8 @@ func FuzzResponses(f *testing.F) {
 		_, _, _ = decodeDevice([]byte(body))
 		h := http.Header{}
 		h.Set("iothub-errorcode", code)
-		e := parseError(status, h, []byte(body))
-		if len(e.Message) > maxErrorText+len("…") || len(e.TrackingID) > maxErrorText+len("…") {
+		e := ParseError(status, h, []byte(body))
+		if len(e.Message) > MaxErrorText+len("…") || len(e.TrackingID) > MaxErrorText+len("…") {
 			t.Fatalf("error texts not bounded: %d, %d bytes", len(e.Message), len(e.TrackingID))
 		}
 		_ = e.Error()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/muster-iot/muster/internal/api"
 	"github.com/muster-iot/muster/internal/enroll"
+	"github.com/muster-iot/muster/internal/hubclient"
 	"github.com/muster-iot/muster/internal/instance"
 	"github.com/muster-iot/muster/internal/provision"
 	"github.com/muster-iot/muster/internal/registry"
@@ -456,7 +457,7 @@ func FuzzParseError(f *testing.F) {
 			t.Fatalf("status %d, want %d", e.Status, status)
 		}
 		for _, s := range []string{e.Message, e.TrackingID, e.Code} {
-			if len(s) > maxErrorText+len("…") || !utf8.ValidString(s) {
+			if len(s) > hubclient.MaxErrorText+len("…") || !utf8.ValidString(s) {
 				t.Fatalf("unbounded or invalid text %q", s)
 			}
 		}
