@@ -61,6 +61,24 @@ func (c *cli) resolveTarget() (target, error) {
 		server:           c.setting("server", c.server, envServer),
 		caFile:           c.setting("ca-file", c.caFile, envCAFile),
 	}
+	return c.completeFromEndpoints(t, dpsRealm())
+}
+
+// serviceRealm says where one service's connection string comes from.
+type serviceRealm struct {
+	what, flag, env, key string // "DPS", "connection-string", its env var, its endpoints.json key
+	fromEndpoints        func(*instance.Endpoints) string
+}
+
+func dpsRealm() serviceRealm {
+	return serviceRealm{what: "DPS", flag: "connection-string", env: envConnectionString, key: "dpsServiceConnectionString",
+		fromEndpoints: func(ep *instance.Endpoints) string { return ep.DPSServiceConnectionString }}
+}
+
+// completeFromEndpoints fills what t lacks from the endpoints.json of
+// --data-dir: the realm's connection string, and the server address and CA
+// file when the connection string names that local server's host.
+func (c *cli) completeFromEndpoints(t target, r serviceRealm) (target, error) {
 	if t.connectionString != "" && t.server != "" && t.caFile != "" {
 		return t, nil
 	}
@@ -72,20 +90,21 @@ func (c *cli) resolveTarget() (target, error) {
 	ep, err := instance.ReadEndpoints(dataDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && t.connectionString == "":
-		return t, fmt.Errorf("no DPS connection string: pass --connection-string, set %s, or point --data-dir (%s) at the data directory of a running \"muster serve\" (%s does not exist)",
-			envConnectionString, envDataDir, path)
+		return t, fmt.Errorf("no %s connection string: pass --%s, set %s, or point --data-dir (%s) at the data directory of a running \"muster serve\" (%s does not exist)",
+			r.what, r.flag, r.env, envDataDir, path)
 	case errors.Is(err, fs.ErrNotExist):
 		return t, nil
 	case err != nil:
 		return t, fmt.Errorf("read %s: %w", path, err)
 	}
+	local := r.fromEndpoints(ep)
 	if t.connectionString == "" {
-		if ep.DPSServiceConnectionString == "" {
-			return t, fmt.Errorf("%s has no dpsServiceConnectionString; pass --connection-string", path)
+		if local == "" {
+			return t, fmt.Errorf("%s has no %s; pass --%s", path, r.key, r.flag)
 		}
-		t.connectionString = ep.DPSServiceConnectionString
+		t.connectionString = local
 	}
-	if !sameHost(t.connectionString, ep.DPSServiceConnectionString) {
+	if !sameHost(t.connectionString, local) {
 		return t, nil
 	}
 	if t.server == "" {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -60,40 +58,12 @@ func (c *cli) resolveHubTarget(h *hubFlag) (target, error) {
 	} else if v, ok := c.lookupEnv(envHubConnectionString); ok && v != "" {
 		t.connectionString = v
 	}
-	if t.connectionString != "" && t.server != "" && t.caFile != "" {
-		return t, nil
-	}
-	dataDir := c.setting("data-dir", c.dataDir, envDataDir)
-	if dataDir == "" {
-		dataDir = c.dataDir
-	}
-	path := filepath.Join(dataDir, "endpoints.json")
-	ep, err := instance.ReadEndpoints(dataDir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist) && t.connectionString == "":
-		return t, fmt.Errorf("no hub connection string: pass --hub-connection-string, set %s, or point --data-dir (%s) at the data directory of a running \"muster serve\" (%s does not exist)",
-			envHubConnectionString, envDataDir, path)
-	case errors.Is(err, fs.ErrNotExist):
-		return t, nil
-	case err != nil:
-		return t, fmt.Errorf("read %s: %w", path, err)
-	}
-	if t.connectionString == "" {
-		if ep.HubConnectionString == "" {
-			return t, fmt.Errorf("%s has no hubConnectionString; pass --hub-connection-string", path)
-		}
-		t.connectionString = ep.HubConnectionString
-	}
-	if !sameHost(t.connectionString, ep.HubConnectionString) {
-		return t, nil
-	}
-	if t.server == "" {
-		t.server = ep.HTTPSAddr
-	}
-	if t.caFile == "" {
-		t.caFile = ep.CACertFile
-	}
-	return t, nil
+	return c.completeFromEndpoints(t, hubRealm())
+}
+
+func hubRealm() serviceRealm {
+	return serviceRealm{what: "hub", flag: "hub-connection-string", env: envHubConnectionString, key: "hubConnectionString",
+		fromEndpoints: func(ep *instance.Endpoints) string { return ep.HubConnectionString }}
 }
 
 // hubService returns a client of the hub service API the settings point at.
