@@ -42,6 +42,18 @@ type Service struct {
 	// enrollment, and when that was seen: group devices attest on every
 	// registration and poll, and would otherwise read the store each time.
 	absent map[string]time.Time
+	// individuals caches how many individual enrollments exist, so fleets
+	// provisioned through groups alone skip the per-device lookup: when
+	// there are none, no registration ID has one. gen counts this
+	// Service's enrollment writes; a count taken across a write is dropped.
+	individuals individualCount
+}
+
+type individualCount struct {
+	at    time.Time
+	valid bool
+	n     int
+	gen   uint64
 }
 
 // maxAbsent bounds the negative cache of individual enrollments.
@@ -129,6 +141,7 @@ func (s *Service) putEnrollment(ctx context.Context, e *IndividualEnrollment, c 
 	if err != nil {
 		return nil, fmt.Errorf("encode enrollment: %w", err)
 	}
+	s.present(e.RegistrationID) // a count taken while this write commits is not kept
 	rec, err := s.docs.Put(ctx, store.Record{Kind: store.KindEnrollment, ID: Key(e.RegistrationID), Doc: doc}, c)
 	if err != nil {
 		return nil, mapStoreErr(err)
@@ -205,6 +218,9 @@ func (s *Service) IndividualEnrollment(ctx context.Context, registrationID strin
 	if ok && now.Sub(seen) < s.opts.GroupCacheTTL {
 		return nil, nil
 	}
+	if s.noIndividuals(ctx, now) {
+		return nil, nil
+	}
 	e, err := s.getEnrollmentRaw(ctx, registrationID)
 	if errors.Is(err, ErrNotFound) {
 		s.mu.Lock()
@@ -218,11 +234,35 @@ func (s *Service) IndividualEnrollment(ctx context.Context, registrationID strin
 	return e, err
 }
 
-// present forgets that an ID had no individual enrollment.
+// present forgets that an ID had no individual enrollment, and that there
+// were none at all.
 func (s *Service) present(registrationID string) {
 	s.mu.Lock()
 	delete(s.absent, Key(registrationID))
+	s.individuals.gen++
+	s.individuals.valid = false
 	s.mu.Unlock()
+}
+
+// noIndividuals reports whether no individual enrollment exists, from a
+// count at most GroupCacheTTL old (false when the count fails).
+func (s *Service) noIndividuals(ctx context.Context, now time.Time) bool {
+	s.mu.Lock()
+	c := s.individuals
+	s.mu.Unlock()
+	if c.valid && now.Sub(c.at) < s.opts.GroupCacheTTL {
+		return c.n == 0
+	}
+	n, err := s.docs.Count(ctx, store.KindEnrollment, "")
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	if s.individuals.gen == c.gen {
+		s.individuals = individualCount{at: now, valid: true, n: n, gen: c.gen}
+	}
+	s.mu.Unlock()
+	return n == 0
 }
 
 // ---- enrollment groups ----

@@ -341,3 +341,50 @@ func TestIndividualEnrollmentNegativeCache(t *testing.T) {
 		t.Fatalf("another instance's enrollment not seen after the TTL: %v %v", e, err)
 	}
 }
+
+// countingDocs counts point reads of individual enrollments.
+type countingDocs struct {
+	store.Docs
+	gets int
+}
+
+func (c *countingDocs) Get(ctx context.Context, kind store.Kind, id string) (store.Record, error) {
+	if kind == store.KindEnrollment {
+		c.gets++
+	}
+	return c.Docs.Get(ctx, kind, id)
+}
+
+// With no individual enrollments at all, a group device's lookup reads no
+// record; an enrollment created by another instance is seen within the TTL,
+// one created through this service at once.
+func TestNoIndividualEnrollmentsSkipsLookups(t *testing.T) {
+	st := memstore.New(10)
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	docs := &countingDocs{Docs: st}
+	a := NewService(docs, ServiceOptions{Now: clock})
+	b := NewService(st, ServiceOptions{Now: clock})
+	ctx := context.Background()
+	for _, id := range []string{"g-1", "g-2", "g-3"} {
+		if e, err := a.IndividualEnrollment(ctx, id); e != nil || err != nil {
+			t.Fatalf("%s: %v %v", id, e, err)
+		}
+	}
+	if docs.gets != 0 {
+		t.Fatalf("%d enrollment reads with no individual enrollments", docs.gets)
+	}
+	if _, err := b.PutEnrollment(ctx, &IndividualEnrollment{RegistrationID: "fresh", Common: Common{Attestation: sk()}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Second)
+	if e, err := a.IndividualEnrollment(ctx, "fresh"); e == nil || err != nil {
+		t.Fatalf("another instance's enrollment after the TTL: %v %v", e, err)
+	}
+	if _, err := a.PutEnrollment(ctx, &IndividualEnrollment{RegistrationID: "own", Common: Common{Attestation: sk()}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := a.IndividualEnrollment(ctx, "own"); e == nil || err != nil {
+		t.Fatalf("own enrollment: %v %v", e, err)
+	}
+}

@@ -42,6 +42,11 @@ type Options struct {
 const (
 	proofTTL       = 2 * time.Minute
 	proofCacheSize = 65536
+
+	// The final answers of this many recent operations, each for this
+	// long, are kept to answer polls without a store read.
+	finishedTTL       = 2 * time.Minute
+	finishedCacheSize = 65536
 )
 
 // Service is the provisioning service's device-facing core.
@@ -52,6 +57,7 @@ type Service struct {
 	hubs      map[string]LinkedHub // by lower-case host name
 	order     []string             // host names in configuration order
 	proofs    *proofs
+	finished  *finished
 }
 
 // New returns a provisioning service.
@@ -74,7 +80,8 @@ func New(o Options) (*Service, error) {
 	if o.ClockSkew == 0 {
 		o.ClockSkew = 5 * time.Minute
 	}
-	s := &Service{o: o, hubs: map[string]LinkedHub{}, proofs: newProofs(proofCacheSize, proofTTL)}
+	s := &Service{o: o, hubs: map[string]LinkedHub{}, proofs: newProofs(proofCacheSize, proofTTL),
+		finished: newFinished(finishedCacheSize, finishedTTL)}
 	for _, h := range o.Hubs {
 		if h.Weight <= 0 {
 			h.Weight = 1
@@ -210,6 +217,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*Operation
 	if err != nil {
 		return nil, err
 	}
+	s.finished.remember(reg, s.o.Now())
 	return &OperationStatus{OperationID: reg.OperationID, Status: StatusAssigning,
 		RegistrationState: &DeviceRegistrationResult{RegistrationID: reg.RegistrationID, Status: StatusAssigning}}, nil
 }
@@ -235,6 +243,7 @@ func (s *Service) disabled(ctx context.Context, req *RegisterRequest, a *attempt
 	if err := s.saveRegistration(ctx, reg, group); err != nil {
 		return nil, err
 	}
+	s.finished.remember(reg, now)
 	a.Outcome, a.Reason, a.Hint = StatusDisabled, string(d.Reason), strings.TrimSpace(d.Detail+". "+d.Hint)
 	a.EnrollmentKind, a.EnrollmentID = d.EnrollmentKind, d.EnrollmentID
 	s.record(ctx, a)
@@ -581,6 +590,12 @@ func (s *Service) allocateCustom(ctx context.Context, req *RegisterRequest, m *a
 // OperationStatus answers a poll: the device authenticates again and must
 // name its latest operation.
 func (s *Service) OperationStatus(ctx context.Context, req OperationRequest) (*OperationStatus, error) {
+	if res, ok := s.finished.answer(req.OperationID, req.RegistrationID, s.o.Now()); ok {
+		if err := s.authenticatePoll(ctx, &req.RegisterRequest); err != nil {
+			return nil, err
+		}
+		return &OperationStatus{OperationID: req.OperationID, Status: res.Status, RegistrationState: res}, nil
+	}
 	reg, err := s.lookup(ctx, &req.RegisterRequest)
 	if err != nil {
 		return nil, err
@@ -607,14 +622,8 @@ func (s *Service) RegistrationStatus(ctx context.Context, req RegisterRequest) (
 // lookup authenticates a poll or lookup (not logged when it succeeds) and
 // loads the record.
 func (s *Service) lookup(ctx context.Context, req *RegisterRequest) (*enroll.Registration, error) {
-	if !s.proofs.proven(req, s.o.Now()) {
-		a := s.newAttempt(req)
-		a.Protocol += " (poll)"
-		_, err := s.authenticate(ctx, req, a)
-		var d *attest.Denial
-		if err != nil && !(errors.As(err, &d) && d.Reason == attest.ReasonEnrollmentDisabled) {
-			return nil, err
-		}
+	if err := s.authenticatePoll(ctx, req); err != nil {
+		return nil, err
 	}
 	reg, _, err := s.loadRegistration(ctx, req.RegistrationID)
 	if err != nil {
@@ -622,6 +631,24 @@ func (s *Service) lookup(ctx context.Context, req *RegisterRequest) (*enroll.Reg
 		return nil, ErrInternal
 	}
 	return reg, nil
+}
+
+// authenticatePoll authenticates a poll or lookup: a credential that just
+// attested is taken as proven; any other is attested again (a refusal is
+// logged as a poll attempt). A device whose enrollment is disabled may
+// still read its record.
+func (s *Service) authenticatePoll(ctx context.Context, req *RegisterRequest) error {
+	if s.proofs.proven(req, s.o.Now()) {
+		return nil
+	}
+	a := s.newAttempt(req)
+	a.Protocol += " (poll)"
+	_, err := s.authenticate(ctx, req, a)
+	var d *attest.Denial
+	if err != nil && !(errors.As(err, &d) && d.Reason == attest.ReasonEnrollmentDisabled) {
+		return err
+	}
+	return nil
 }
 
 func deviceResult(r *enroll.Registration) *DeviceRegistrationResult {

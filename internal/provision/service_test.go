@@ -13,6 +13,7 @@ import (
 	"github.com/muster-iot/muster/internal/provision"
 	"github.com/muster-iot/muster/internal/registry"
 	"github.com/muster-iot/muster/internal/sas"
+	"github.com/muster-iot/muster/internal/store"
 	"github.com/muster-iot/muster/internal/store/memstore"
 )
 
@@ -324,5 +325,39 @@ func TestPollWithTheRegisteringCredentialSkipsAttestation(t *testing.T) {
 	var pe *provision.Error
 	if _, err := f.svc.OperationStatus(ctx, provision.OperationRequest{RegisterRequest: fresh, OperationID: op.OperationID}); !errors.As(err, &pe) || pe.Code != 401002 {
 		t.Fatalf("poll with another token after the enrollment was deleted: %v", err)
+	}
+}
+
+// A finished operation's poll is answered from memory with its final body,
+// even after the record changed, but only to its own (authenticated)
+// registration; the store answers when memory has nothing.
+func TestFinishedOperationAnsweredFromMemory(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	key := f.individual(t, "remembered", nil)
+	other := f.individual(t, "stranger", nil)
+	req := provision.RegisterRequest{IDScope: scope, RegistrationID: "remembered", SAS: tokenFor(t, "remembered", key), Protocol: "https"}
+	op, err := f.svc.Register(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Delete(ctx, store.KindRegistration, "remembered", ""); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.svc.OperationStatus(ctx, provision.OperationRequest{RegisterRequest: req, OperationID: op.OperationID})
+	if err != nil || st.Status != provision.StatusAssigned || st.RegistrationState.DeviceID != "remembered" || st.OperationID != op.OperationID {
+		t.Fatalf("poll answered from memory: %+v %v", st, err)
+	}
+	var pe *provision.Error
+	// Another device naming this operation gets 404, not its body.
+	sreq := provision.RegisterRequest{IDScope: scope, RegistrationID: "stranger", SAS: tokenFor(t, "stranger", other), Protocol: "https"}
+	if _, err := f.svc.OperationStatus(ctx, provision.OperationRequest{RegisterRequest: sreq, OperationID: op.OperationID}); !errors.As(err, &pe) || pe.Status != 404 {
+		t.Fatalf("another device's poll of this operation: %v", err)
+	}
+	// A wrong credential is refused before anything is answered.
+	bad := req
+	bad.SAS = tokenFor(t, "remembered", other)
+	if _, err := f.svc.OperationStatus(ctx, provision.OperationRequest{RegisterRequest: bad, OperationID: op.OperationID}); !errors.As(err, &pe) || pe.Code != 401002 {
+		t.Fatalf("poll with the wrong key: %v", err)
 	}
 }

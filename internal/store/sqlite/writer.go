@@ -124,6 +124,23 @@ func (s *Store) commitBatch(queued []*request) {
 		return
 	}
 	ctx := context.Background() // requests' contexts never interrupt a shared transaction
+	// Requests almost always succeed, so the batch first runs without a
+	// savepoint per request (two statements each, and every page a
+	// savepoint changes is journaled). When a request fails, that pass is
+	// rolled back and the batch runs again with each request in its own
+	// savepoint, so only the failing requests fail.
+	if s.runBatch(ctx, batch, false) {
+		return
+	}
+	s.runBatch(ctx, batch, true)
+}
+
+// runBatch runs the batch in one transaction and, unless it stops early,
+// commits and answers every request. Without savepoints (isolated false)
+// it stops at the first failing request: it rolls the transaction back,
+// answers nothing and returns false, so the caller can run the batch
+// isolated. Every other outcome answers all requests and returns true.
+func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) bool {
 	fail := func(err error) {
 		for _, r := range batch {
 			r.answer(nil, err)
@@ -134,13 +151,19 @@ func (s *Store) commitBatch(queued []*request) {
 		// next batch can begin; the error of this ROLLBACK says nothing new.
 		_, _ = s.wconn.ExecContext(ctx, sqlRollback)
 		fail(fmt.Errorf("begin write transaction: %w", err))
-		return
+		return true
 	}
-	abort := func(err error) {
-		if _, rbErr := s.wconn.ExecContext(ctx, sqlRollback); rbErr != nil {
-			s.log.Error("roll back write transaction", "err", rbErr)
+	rollback := func() error {
+		_, err := s.wconn.ExecContext(ctx, sqlRollback)
+		if err != nil {
+			s.log.Error("roll back write transaction", "err", err)
 		}
+		return err
+	}
+	abort := func(err error) bool {
+		_ = rollback()
 		fail(err)
+		return true
 	}
 
 	type outcome struct {
@@ -150,21 +173,32 @@ func (s *Store) commitBatch(queued []*request) {
 	outcomes := make([]outcome, len(batch))
 	appended := 0
 	for i, r := range batch {
+		r.rows, r.appended = 0, 0
+		if !isolated {
+			recs, err := s.execute(ctx, r)
+			if err != nil {
+				if rbErr := rollback(); rbErr != nil {
+					fail(fmt.Errorf("roll back write transaction (%v): %w", err, rbErr))
+					return true
+				}
+				return false
+			}
+			outcomes[i] = outcome{recs, nil}
+			appended += r.appended
+			continue
+		}
 		if _, err := s.w.savepoint.ExecContext(ctx); err != nil {
-			abort(fmt.Errorf("open request savepoint: %w", err))
-			return
+			return abort(fmt.Errorf("open request savepoint: %w", err))
 		}
 		recs, err := s.execute(ctx, r)
 		if err != nil {
 			if _, rbErr := s.w.rollbackTo.ExecContext(ctx); rbErr != nil {
-				abort(fmt.Errorf("roll back failed request (%v): %w", err, rbErr))
-				return
+				return abort(fmt.Errorf("roll back failed request (%v): %w", err, rbErr))
 			}
 			r.rows, r.appended = 0, 0
 		}
 		if _, err := s.w.release.ExecContext(ctx); err != nil {
-			abort(fmt.Errorf("release request savepoint: %w", err))
-			return
+			return abort(fmt.Errorf("release request savepoint: %w", err))
 		}
 		outcomes[i] = outcome{recs, err}
 		appended += r.appended
@@ -173,8 +207,7 @@ func (s *Store) commitBatch(queued []*request) {
 	trimmed := s.trimAttempts(ctx, appended)
 
 	if _, err := s.wconn.ExecContext(ctx, sqlCommit); err != nil {
-		abort(fmt.Errorf("commit write transaction: %w", err))
-		return
+		return abort(fmt.Errorf("commit write transaction: %w", err))
 	}
 	s.attempts += appended - trimmed
 	s.batches.Add(1)
@@ -190,6 +223,7 @@ func (s *Store) commitBatch(queued []*request) {
 		}
 		r.answer(outcomes[i].recs, outcomes[i].err)
 	}
+	return true
 }
 
 // execute runs one request inside the open transaction.
