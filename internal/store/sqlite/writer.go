@@ -88,23 +88,55 @@ func (s *Store) submit(ctx context.Context, r *request) ([]store.Record, error) 
 func (s *Store) run() {
 	defer close(s.stopped)
 	batch := make([]*request, 0, s.maxBatch)
+	var linger *time.Timer
+	if s.commitDelay > 0 {
+		linger = time.NewTimer(s.commitDelay)
+		linger.Stop()
+	}
+	last := 0 // size of the previous batch
 	for r := range s.queue {
 		batch = append(batch[:0], r)
-	fill:
-		for len(batch) < s.maxBatch {
-			select {
-			case r, ok := <-s.queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, r)
-			default:
-				break fill
-			}
+		open := s.drain(&batch, nil)
+		if open && last > 1 && linger != nil && len(batch) < s.maxBatch {
+			// Concurrent writers: give them a moment to join this commit.
+			linger.Reset(s.commitDelay)
+			s.drain(&batch, linger.C)
+			linger.Stop()
 		}
+		last = len(batch)
 		s.commitBatch(batch)
 		clear(batch)
 	}
+}
+
+// drain appends queued requests to batch up to maxBatch. With wait nil it
+// takes only what is queued; otherwise it also waits for requests until
+// wait fires. It reports false when the queue was closed.
+func (s *Store) drain(batch *[]*request, wait <-chan time.Time) bool {
+	for len(*batch) < s.maxBatch {
+		if wait == nil {
+			select {
+			case r, ok := <-s.queue:
+				if !ok {
+					return false
+				}
+				*batch = append(*batch, r)
+			default:
+				return true
+			}
+			continue
+		}
+		select {
+		case r, ok := <-s.queue:
+			if !ok {
+				return false
+			}
+			*batch = append(*batch, r)
+		case <-wait:
+			return true
+		}
+	}
+	return true
 }
 
 // commitBatch runs the requests in one transaction, each in its own
