@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
@@ -26,7 +27,10 @@ type Server struct {
 	HTTPSAddr string   `toml:"https_addr"`
 	MQTTAddr  string   `toml:"mqtt_addr"`
 	Hostnames []string `toml:"hostnames"`
-	// Store is the store DSN; empty means SQLite in the data dir.
+	// Store selects the store: empty means SQLite in the data dir
+	// (<data_dir>/muster.db), sqlite:<path> an SQLite file elsewhere, and a
+	// postgres:// (or postgresql://) URL a PostgreSQL database, which
+	// several instances may share.
 	Store string `toml:"store"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `toml:"log_level"`
@@ -244,12 +248,7 @@ func (c *Server) Validate() error {
 	default:
 		bad("log_format", "%q is not text or json", c.LogFormat)
 	}
-	if c.Store != "" && !strings.HasPrefix(c.Store, "sqlite:") && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
-		bad("store", "%q is not sqlite:<path> or postgres://… (PostgreSQL support is not built yet)", c.Store)
-	}
-	if strings.HasPrefix(c.Store, "postgres") {
-		bad("store", "PostgreSQL is not supported by this build yet; leave store empty for the embedded SQLite store")
-	}
+	c.validateStore(bad)
 	if c.HubWeight < 1 || c.HubWeight > 1000 {
 		bad("hub_weight", "%d is not between 1 and 1000", c.HubWeight)
 	}
@@ -258,6 +257,42 @@ func (c *Server) Validate() error {
 	}
 	c.validateLinkedHubs(bad)
 	return errors.Join(errs...)
+}
+
+// validateStore reports a store setting that is neither empty,
+// sqlite:<path>, nor a postgres:// URL. Its messages never quote a password.
+func (c *Server) validateStore(bad func(key, format string, args ...any)) {
+	switch s := c.Store; {
+	case s == "":
+	case strings.HasPrefix(s, "sqlite:"):
+		switch path := strings.TrimPrefix(s, "sqlite:"); {
+		case strings.TrimSpace(path) == "":
+			bad("store", "sqlite: needs a file path, as in sqlite:/var/lib/muster/muster.db")
+		case path == ":memory:" || strings.HasPrefix(path, "file:"):
+			bad("store", "%q: the SQLite store needs a file path (no :memory:, no file: URI)", s)
+		}
+	case strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://"):
+		if _, err := url.Parse(s); err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // url.Error quotes the whole URL, password included
+			}
+			bad("store", "the PostgreSQL URL does not parse: %v", err)
+		}
+	default:
+		bad("store", "%q is not sqlite:<path> or a postgres:// (postgresql://) URL", redactURL(s))
+	}
+}
+
+// redactURL hides the user information of a URL-like setting, which may
+// hold a password.
+func redactURL(s string) string {
+	at := strings.LastIndex(s, "@")
+	scheme := strings.Index(s, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return s
+	}
+	return s[:scheme+3] + "xxxxx" + s[at:]
 }
 
 // validateLinkedHubs reports the problems of the [[linked_hub]] tables,

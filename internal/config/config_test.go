@@ -21,8 +21,9 @@ func TestBadConfigs(t *testing.T) {
 		"hostname_ip_first.bad.toml": `hostnames: the first entry "127.0.0.1" names the hub`,
 		"log_level.bad.toml":         `log_level: "verbose" is not debug, info, warn or error`,
 		"log_format.bad.toml":        `log_format: "xml" is not text or json`,
-		"store.bad.toml":             `store: "mysql://x" is not sqlite:<path> or postgres://`,
-		"store_postgres.bad.toml":    "store: PostgreSQL is not supported by this build yet",
+		"store.bad.toml":             `store: "mysql://xxxxx@db.example.com/muster" is not sqlite:<path> or a postgres:// (postgresql://) URL`,
+		"store_postgres.bad.toml":    "store: the PostgreSQL URL does not parse: missing ']' in host",
+		"store_sqlite.bad.toml":      "store: sqlite: needs a file path",
 		"hub_weight.bad.toml":        "hub_weight: 0 is not between 1 and 1000",
 		"webhook_timeout.bad.toml":   "webhook_timeout: 10m0s is not between 0 and 5m",
 		"unknown_key.bad.toml":       "data_dri",
@@ -139,6 +140,46 @@ func TestLinkedHubErrorsKeepKeysOut(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), secret[:16]) {
 				t.Fatalf("error quotes the key: %v", err)
+			}
+		})
+	}
+}
+
+func TestStoreSettings(t *testing.T) {
+	const password = "pg-s3cret"
+	tests := []struct {
+		store string
+		want  string // "" when valid
+	}{
+		{"", ""},
+		{"sqlite:/var/lib/muster/muster.db", ""},
+		{"sqlite:relative/muster.db", ""},
+		{"postgres://muster:" + password + "@db.example.com:5432/muster?sslmode=verify-full", ""},
+		{"postgresql://db.example.com/muster?search_path=fleet", ""},
+		{"sqlite:", "store: sqlite: needs a file path"},
+		{"sqlite::memory:", `store: "sqlite::memory:": the SQLite store needs a file path`},
+		{"sqlite:file:x.db?mode=ro", "the SQLite store needs a file path (no :memory:, no file: URI)"},
+		{"postgres://muster:" + password + "@[::1/muster", "store: the PostgreSQL URL does not parse"},
+		{"postgress://muster:" + password + "@db.example.com/muster", `store: "postgress://xxxxx@db.example.com/muster" is not sqlite:<path>`},
+		{"/var/lib/muster/muster.db", `store: "/var/lib/muster/muster.db" is not sqlite:<path>`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.store, func(t *testing.T) {
+			c := Defaults()
+			if err := c.ApplyEnv(func(k string) (string, bool) { return tc.store, k == "MUSTER_STORE" }); err != nil {
+				t.Fatal(err)
+			}
+			if c.Store != tc.store {
+				t.Fatalf("MUSTER_STORE gave store %q", c.Store)
+			}
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Validate = %v; want an error containing %q", err, tc.want)
+			case err != nil && strings.Contains(err.Error(), password):
+				t.Fatalf("error quotes the password: %v", err)
 			}
 		})
 	}

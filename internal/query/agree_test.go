@@ -150,6 +150,9 @@ func agreementConditions() []string {
 		"FROM devices.modules WHERE moduleId = '$edgeAgent' AND configurations.[[cfg-1]].status = 'Applied' AND properties.desired.$version = properties.reported.lastDesiredVersion AND properties.reported.lastDesiredStatus.code = 200",
 		"FROM devices.modules WHERE moduleId = '$edgeAgent' AND configurations.[[cfg-1]].status = 'Applied' AND properties.desired.$version = properties.reported.lastDesiredVersion AND properties.reported.lastDesiredStatus.code != 200",
 		"FROM devices.modules WHERE devices.modules.moduleId = 'sensor' OR tags.kind = 'temp'",
+		"FROM devices.modules WHERE deviceId IN ['dev01', 'dev06'] AND NOT IS_DEFINED(tags.kind)",
+		"FROM devices.modules WHERE connectionState = 'Disconnected' OR STARTS_WITH(moduleId, '$edgeH')",
+		"FROM devices.modules WHERE configurations.[[cfg.2]].status = 'Applied' OR properties.desired.SendInterval >= 5",
 	}
 }
 
@@ -192,6 +195,9 @@ func agreementQueries() []string {
 		"SELECT * FROM devices.modules WHERE devices.modules.moduleId = '$edgeAgent'",
 		"SELECT deviceId, moduleId, properties.reported.lastDesiredStatus.code AS code FROM devices.modules",
 		"SELECT moduleId, COUNT() AS n FROM devices.modules GROUP BY moduleId",
+		"SELECT TOP 2 deviceId, moduleId FROM devices.modules WHERE IS_DEFINED(configurations)",
+		"SELECT COUNT() AS n FROM devices.modules WHERE properties.reported.lastDesiredStatus.code = 200",
+		"SELECT properties.reported.lastDesiredStatus.code AS code, COUNT() AS n FROM devices.modules GROUP BY properties.reported.lastDesiredStatus.code",
 	}
 }
 

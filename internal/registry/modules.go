@@ -30,7 +30,7 @@ import (
 )
 
 // KindModule is the store kind of module identities.
-const KindModule store.Kind = "module"
+const KindModule = store.KindModule
 
 // The system modules of an edge device.
 const (
@@ -232,6 +232,10 @@ func (h *Hub) putModuleOnce(ctx context.Context, in *Module, auth Authentication
 	if err != nil {
 		return nil, err
 	}
+	twinEtags, err := h.moduleTwinEtags(ctx, d.DeviceID)
+	if err != nil {
+		return nil, err
+	}
 	var (
 		cur    *moduleRecord
 		writes []store.Write
@@ -241,8 +245,13 @@ func (h *Hub) putModuleOnce(ctx context.Context, in *Module, auth Authentication
 		r := &recs[i]
 		switch {
 		case r.m.DeviceGenerationID != d.GenerationID:
-			// Left behind by an earlier device of the same ID: remove it.
-			writes = append(writes, store.Write{Record: store.Record{Kind: KindModule, ID: h.moduleKey(d.DeviceID, r.m.ModuleID)}, Cond: store.Cond{IfMatch: r.etag}, Delete: true})
+			// Left behind by an earlier device of the same ID: remove it
+			// and its twin.
+			id := h.moduleKey(d.DeviceID, r.m.ModuleID)
+			writes = append(writes, store.Write{Record: store.Record{Kind: KindModule, ID: id}, Cond: store.Cond{IfMatch: r.etag}, Delete: true})
+			if e, ok := twinEtags[id]; ok && r.m.ModuleID != in.ModuleID {
+				writes = append(writes, store.Write{Record: store.Record{Kind: KindModuleTwin, ID: id}, Cond: store.Cond{IfMatch: e}, Delete: true})
+			}
 		case r.m.ModuleID == in.ModuleID:
 			cur = r
 			count++
@@ -285,6 +294,16 @@ func (h *Hub) putModuleOnce(ctx context.Context, in *Module, auth Authentication
 		}
 	}
 	writes = append(writes, store.Write{Record: rec, Cond: cond})
+	moduleAt := len(writes) - 1
+	if ifMatch == "" {
+		// A new module starts with an empty twin, replacing any twin a
+		// stale record of the same ID left.
+		tw, err := h.moduleTwinWrite(d.DeviceID, m.ModuleID, moduleTwinCond(twinEtags, rec.ID))
+		if err != nil {
+			return nil, err
+		}
+		writes = append(writes, tw)
+	}
 	out, err := h.docs.Apply(ctx, writes)
 	switch {
 	case errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrPrecondition) || errors.Is(err, store.ErrNotFound):
@@ -295,7 +314,7 @@ func (h *Hub) putModuleOnce(ctx context.Context, in *Module, auth Authentication
 	case err != nil:
 		return nil, fmt.Errorf("store module %s of device %s: %w", in.ModuleID, d.DeviceID, err)
 	}
-	m.ETag = out[len(out)-1].ETag
+	m.ETag = out[moduleAt].ETag
 	return m, nil
 }
 
@@ -328,7 +347,7 @@ func (h *Hub) RemoveModule(ctx context.Context, deviceID, moduleID, ifMatch stri
 		if ifMatch != "" && ifMatch != "*" && ifMatch != m.ETag {
 			return fmt.Errorf("remove module %s of device %s: %w: If-Match %q is not the current etag", moduleID, deviceID, ErrPrecondition, ifMatch)
 		}
-		err = h.docs.Delete(ctx, KindModule, h.moduleKey(deviceID, moduleID), m.ETag)
+		err = h.deleteModuleAndTwin(ctx, deviceID, moduleID, m.ETag)
 		switch {
 		case err == nil:
 			return nil
@@ -344,30 +363,56 @@ func (h *Hub) RemoveModule(ctx context.Context, deviceID, moduleID, ifMatch stri
 	return fmt.Errorf("remove module %s of device %s: %w: it kept changing concurrently", moduleID, deviceID, ErrPrecondition)
 }
 
+// deleteModuleAndTwin deletes a module record whose etag is etag, and its
+// twin record if there is one, atomically.
+func (h *Hub) deleteModuleAndTwin(ctx context.Context, deviceID, moduleID, etag string) error {
+	id := h.moduleKey(deviceID, moduleID)
+	writes := []store.Write{{Record: store.Record{Kind: KindModule, ID: id}, Cond: store.Cond{IfMatch: etag}, Delete: true}}
+	// The twin is deleted whatever its etag ("*": it exists), so that a
+	// concurrent reported-property write cannot fail the delete.
+	switch _, err := h.docs.Get(ctx, KindModuleTwin, id); {
+	case err == nil:
+		writes = append(writes, store.Write{Record: store.Record{Kind: KindModuleTwin, ID: id}, Cond: store.Cond{IfMatch: "*"}, Delete: true})
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("read twin of module %s of device %s: %w", moduleID, deviceID, err)
+	}
+	_, err := h.docs.Apply(ctx, writes)
+	return err
+}
+
 // moduleDeletes returns the writes that delete every stored module record
-// of a device ID (the cascade of a device delete), each guarded by its etag.
+// (guarded by its etag) and module twin record (that it still exists) of a
+// device ID: the cascade of a device delete.
 func (h *Hub) moduleDeletes(ctx context.Context, deviceID string) ([]store.Write, error) {
 	recs, err := h.moduleRecords(ctx, deviceID)
 	if err != nil {
 		return nil, err
 	}
-	writes := make([]store.Write, 0, len(recs))
+	twins, err := h.moduleTwinRecords(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	writes := make([]store.Write, 0, len(recs)+len(twins))
 	for _, r := range recs {
 		writes = append(writes, store.Write{Record: store.Record{Kind: KindModule, ID: h.moduleKey(deviceID, r.m.ModuleID)}, Cond: store.Cond{IfMatch: r.etag}, Delete: true})
+	}
+	for _, r := range twins { // "*": a concurrent twin write must not fail the delete
+		writes = append(writes, store.Write{Record: store.Record{Kind: KindModuleTwin, ID: r.ID}, Cond: store.Cond{IfMatch: "*"}, Delete: true})
 	}
 	return writes, nil
 }
 
 // edgeModuleWrites returns the writes that create the system modules
-// ($edgeAgent, $edgeHub) d lacks, when d is an edge device. fresh says d is
-// being created, so any stored module record is stale and is overwritten.
+// ($edgeAgent, $edgeHub) d lacks, with their empty twins, when d is an
+// edge device. fresh says d is being created, so any stored module or
+// module twin record is stale and is overwritten.
 func (h *Hub) edgeModuleWrites(ctx context.Context, d *Device, fresh bool) ([]store.Write, error) {
 	if !d.Capabilities.IoTEdge {
 		return nil, nil
 	}
 	var writes []store.Write
 	for _, id := range []string{ModuleEdgeAgent, ModuleEdgeHub} {
-		cond := store.Cond{}
+		cond, twinCond := store.Cond{}, store.Cond{}
 		if !fresh {
 			rec, err := h.readModule(ctx, d, id)
 			if err != nil {
@@ -381,6 +426,9 @@ func (h *Hub) edgeModuleWrites(ctx context.Context, d *Device, fresh bool) ([]st
 			default:
 				cond = store.Cond{IfMatch: rec.etag}
 			}
+			if twinCond, err = h.storedModuleTwinCond(ctx, d.DeviceID, id); err != nil {
+				return nil, err
+			}
 		}
 		m := newModule(d.DeviceID, id)
 		auth, err := normalizeAuth(Authentication{Type: provision.AuthSAS})
@@ -392,7 +440,24 @@ func (h *Hub) edgeModuleWrites(ctx context.Context, d *Device, fresh bool) ([]st
 		if err != nil {
 			return nil, err
 		}
-		writes = append(writes, store.Write{Record: rec, Cond: cond})
+		tw, err := h.moduleTwinWrite(d.DeviceID, id, twinCond)
+		if err != nil {
+			return nil, err
+		}
+		writes = append(writes, store.Write{Record: rec, Cond: cond}, tw)
 	}
 	return writes, nil
+}
+
+// storedModuleTwinCond is the condition that replaces the stored twin
+// record of a module ID, or requires there to be none.
+func (h *Hub) storedModuleTwinCond(ctx context.Context, deviceID, moduleID string) (store.Cond, error) {
+	rec, err := h.docs.Get(ctx, KindModuleTwin, h.moduleKey(deviceID, moduleID))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Cond{IfNoneMatch: true}, nil
+	case err != nil:
+		return store.Cond{}, fmt.Errorf("read twin of module %s of device %s: %w", moduleID, deviceID, err)
+	}
+	return store.Cond{IfMatch: rec.ETag}, nil
 }

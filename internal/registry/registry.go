@@ -78,11 +78,16 @@ type Capabilities struct {
 
 // Twin is a device twin's stored document.
 type Twin struct {
-	DeviceID   string          `json:"deviceId"`
+	DeviceID string `json:"deviceId"`
+	// ModuleID is set on module twins only.
+	ModuleID   string          `json:"moduleId,omitempty"`
 	ETag       string          `json:"etag"`
 	Version    int64           `json:"version"`
 	Tags       json.RawMessage `json:"tags"`
 	Properties TwinProperties  `json:"properties"`
+	// Configurations are the statuses of the automatic configurations that
+	// target the twin, by configuration ID (set by SetConfigurations).
+	Configurations map[string]ConfigurationStatus `json:"configurations,omitempty"`
 }
 
 // TwinProperties are a twin's desired and reported properties.
@@ -686,17 +691,17 @@ type TwinUpdate struct {
 // "*" patches whatever is stored; an etag must be the twin's current one.
 // Errors: ErrNotFound, ErrPrecondition, *InvalidError.
 func (h *Hub) PatchTwin(ctx context.Context, deviceID string, u TwinUpdate, ifMatch string) (*Twin, error) {
-	return h.updateTwin(ctx, deviceID, u, ifMatch, false)
+	return h.updateTwin(ctx, h.deviceTwinRef(deviceID), u, ifMatch, false)
 }
 
 // ReplaceTwin replaces a twin's tags and desired properties wholesale (a
 // nil member becomes empty), as PUT /twins/{id} does; reported properties
 // are kept. Versions, ifMatch and errors are as for PatchTwin.
 func (h *Hub) ReplaceTwin(ctx context.Context, deviceID string, u TwinUpdate, ifMatch string) (*Twin, error) {
-	return h.updateTwin(ctx, deviceID, u, ifMatch, true)
+	return h.updateTwin(ctx, h.deviceTwinRef(deviceID), u, ifMatch, true)
 }
 
-func (h *Hub) updateTwin(ctx context.Context, deviceID string, u TwinUpdate, ifMatch string, replace bool) (*Twin, error) {
+func (h *Hub) updateTwin(ctx context.Context, ref twinRef, u TwinUpdate, ifMatch string, replace bool) (*Twin, error) {
 	tags, err := decodeTwinSection("tags", u.Tags)
 	if err != nil {
 		return nil, err
@@ -719,40 +724,40 @@ func (h *Hub) updateTwin(ctx context.Context, deviceID string, u TwinUpdate, ifM
 		}
 	}
 	if !replace && tags == nil && desired == nil {
-		t, err := h.GetTwin(ctx, deviceID)
+		t, err := ref.read(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("patch twin: %w", err)
 		}
 		if ifMatch != "" && ifMatch != "*" && ifMatch != t.ETag {
-			return nil, fmt.Errorf("patch twin %s: %w: If-Match %q is not the current etag", deviceID, ErrPrecondition, ifMatch)
+			return nil, fmt.Errorf("patch %s: %w: If-Match %q is not the current etag", ref.name, ErrPrecondition, ifMatch)
 		}
 		return t, nil
 	}
 	for range casAttempts {
-		t, err := h.updateTwinOnce(ctx, deviceID, tags, desired, ifMatch, replace)
+		t, err := h.updateTwinOnce(ctx, ref, tags, desired, ifMatch, replace)
 		if errors.Is(err, errLostRace) {
 			continue
 		}
 		return t, err
 	}
-	return nil, fmt.Errorf("update twin %s: %w: it kept changing concurrently", deviceID, ErrPrecondition)
+	return nil, fmt.Errorf("update %s: %w: it kept changing concurrently", ref.name, ErrPrecondition)
 }
 
-func (h *Hub) updateTwinOnce(ctx context.Context, deviceID string, tags, desired map[string]any, ifMatch string, replace bool) (*Twin, error) {
-	t, err := h.GetTwin(ctx, deviceID)
+func (h *Hub) updateTwinOnce(ctx context.Context, ref twinRef, tags, desired map[string]any, ifMatch string, replace bool) (*Twin, error) {
+	t, err := ref.read(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("update twin: %w", err)
 	}
 	if ifMatch != "" && ifMatch != "*" && ifMatch != t.ETag {
-		return nil, fmt.Errorf("update twin %s: %w: If-Match %q is not the current etag", deviceID, ErrPrecondition, ifMatch)
+		return nil, fmt.Errorf("update %s: %w: If-Match %q is not the current etag", ref.name, ErrPrecondition, ifMatch)
 	}
 	curTags, err := decodeObject(t.Tags)
 	if err != nil {
-		return nil, fmt.Errorf("decode stored tags of twin %s: %w", deviceID, err)
+		return nil, fmt.Errorf("decode stored tags of %s: %w", ref.name, err)
 	}
 	curDesired, err := decodeObject(t.Properties.Desired)
 	if err != nil {
-		return nil, fmt.Errorf("decode stored desired properties of twin %s: %w", deviceID, err)
+		return nil, fmt.Errorf("decode stored desired properties of %s: %w", ref.name, err)
 	}
 	desiredVersion := int64(0)
 	if n, ok := curDesired["$version"].(json.Number); ok {
@@ -774,7 +779,7 @@ func (h *Hub) updateTwinOnce(ctx context.Context, deviceID string, tags, desired
 	}
 	tagsJSON, err := json.Marshal(curTags)
 	if err != nil {
-		return nil, fmt.Errorf("encode tags of twin %s: %w", deviceID, err)
+		return nil, fmt.Errorf("encode tags of %s: %w", ref.name, err)
 	}
 	if len(tagsJSON) > MaxTagsBytes {
 		return nil, invalid("tags", "the twin's tags would be %d bytes, over the %d-byte limit", len(tagsJSON), MaxTagsBytes)
@@ -785,7 +790,7 @@ func (h *Hub) updateTwinOnce(ctx context.Context, deviceID string, tags, desired
 	curDesired["$version"] = desiredVersion
 	desiredJSON, err := json.Marshal(curDesired)
 	if err != nil {
-		return nil, fmt.Errorf("encode desired properties of twin %s: %w", deviceID, err)
+		return nil, fmt.Errorf("encode desired properties of %s: %w", ref.name, err)
 	}
 	if len(desiredJSON) > MaxDesiredBytes {
 		return nil, invalid("properties.desired", "the twin's desired properties would be %d bytes, over the %d-byte limit", len(desiredJSON), MaxDesiredBytes)
@@ -795,18 +800,14 @@ func (h *Hub) updateTwinOnce(ctx context.Context, deviceID string, tags, desired
 	t.Version++
 	t.Tags = tagsJSON
 	t.Properties.Desired = desiredJSON
-	doc, err := json.Marshal(t)
-	if err != nil {
-		return nil, fmt.Errorf("encode twin %s: %w", deviceID, err)
-	}
-	out, err := h.docs.Put(ctx, store.Record{Kind: store.KindTwin, ID: h.key(deviceID), Group: strings.ToLower(h.host), Doc: doc}, store.Cond{IfMatch: etag})
+	out, err := h.putTwin(ctx, ref, t, etag)
 	switch {
 	case errors.Is(err, store.ErrPrecondition) && (ifMatch == "" || ifMatch == "*"):
 		return nil, errLostRace
 	case errors.Is(err, store.ErrPrecondition):
-		return nil, fmt.Errorf("update twin %s: %w: it changed concurrently", deviceID, ErrPrecondition)
+		return nil, fmt.Errorf("update %s: %w: it changed concurrently", ref.name, ErrPrecondition)
 	case err != nil:
-		return nil, fmt.Errorf("update twin %s: %w", deviceID, err)
+		return nil, err
 	}
 	t.ETag = out.ETag
 	return t, nil
@@ -945,47 +946,47 @@ func MergePatch(target, patch map[string]any) map[string]any {
 // $metadata is stamped. Errors: ErrNotFound, or an error wrapping
 // twin.ErrInvalid or twin.ErrTooLarge that names the offending path.
 func (h *Hub) PatchReported(ctx context.Context, deviceID string, patch json.RawMessage) (*Twin, error) {
+	return h.patchReported(ctx, h.deviceTwinRef(deviceID), patch)
+}
+
+func (h *Hub) patchReported(ctx context.Context, ref twinRef, patch json.RawMessage) (*Twin, error) {
 	for range casAttempts {
-		t, err := h.patchReportedOnce(ctx, deviceID, patch)
+		t, err := h.patchReportedOnce(ctx, ref, patch)
 		if errors.Is(err, errLostRace) {
 			continue
 		}
 		return t, err
 	}
-	return nil, fmt.Errorf("patch reported properties of twin %s: %w: it kept changing concurrently", deviceID, ErrPrecondition)
+	return nil, fmt.Errorf("patch reported properties of %s: %w: it kept changing concurrently", ref.name, ErrPrecondition)
 }
 
-func (h *Hub) patchReportedOnce(ctx context.Context, deviceID string, patch json.RawMessage) (*Twin, error) {
-	t, err := h.GetTwin(ctx, deviceID)
+func (h *Hub) patchReportedOnce(ctx context.Context, ref twinRef, patch json.RawMessage) (*Twin, error) {
+	t, err := ref.read(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("patch reported properties: %w", err)
 	}
 	var cur twin.Collection
 	if err := json.Unmarshal(objectOrEmpty(t.Properties.Reported), &cur); err != nil {
-		return nil, fmt.Errorf("decode stored reported properties of twin %s: %w", deviceID, err)
+		return nil, fmt.Errorf("decode stored reported properties of %s: %w", ref.name, err)
 	}
-	tw := &twin.Twin{DeviceID: deviceID, Version: t.Version, Properties: twin.Properties{Reported: cur}}
+	tw := &twin.Twin{DeviceID: t.DeviceID, ModuleID: t.ModuleID, Version: t.Version, Properties: twin.Properties{Reported: cur}}
 	if err := twin.PatchReported(tw, patch, h.now()); err != nil {
-		return nil, fmt.Errorf("patch reported properties of twin %s: %w", deviceID, err)
+		return nil, fmt.Errorf("patch reported properties of %s: %w", ref.name, err)
 	}
 	reported, err := json.Marshal(tw.Properties.Reported)
 	if err != nil {
-		return nil, fmt.Errorf("encode reported properties of twin %s: %w", deviceID, err)
+		return nil, fmt.Errorf("encode reported properties of %s: %w", ref.name, err)
 	}
 	etag := t.ETag
 	t.ETag = ""
 	t.Version = tw.Version
 	t.Properties.Reported = reported
-	doc, err := json.Marshal(t)
-	if err != nil {
-		return nil, fmt.Errorf("encode twin %s: %w", deviceID, err)
-	}
-	out, err := h.docs.Put(ctx, store.Record{Kind: store.KindTwin, ID: h.key(deviceID), Group: strings.ToLower(h.host), Doc: doc}, store.Cond{IfMatch: etag})
+	out, err := h.putTwin(ctx, ref, t, etag)
 	switch {
 	case errors.Is(err, store.ErrPrecondition):
 		return nil, errLostRace
 	case err != nil:
-		return nil, fmt.Errorf("update twin %s: %w", deviceID, err)
+		return nil, err
 	}
 	t.ETag = out.ETag
 	return t, nil

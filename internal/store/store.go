@@ -39,6 +39,7 @@ const (
 	KindDevice          Kind = "device"
 	KindTwin            Kind = "twin"
 	KindSetting         Kind = "setting"
+	KindConfiguration   Kind = "configuration"
 )
 
 // Record is one stored document.

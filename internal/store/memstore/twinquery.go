@@ -13,15 +13,16 @@ import (
 
 // QueryTwins implements store.TwinQuerier by evaluating q in Go
 // (query.Run) over the hub's service-side twin documents
-// (store.TwinDocument) in record ID order. It is the reference the SQL
+// (store.TwinDocument, or store.ModuleTwinDocument for FROM
+// devices.modules) in record ID order. It is the reference the SQL
 // backends are compared with.
 func (s *Store) QueryTwins(ctx context.Context, q *query.Query, hub string, offset, limit int) ([]json.RawMessage, error) {
 	const op = "query twins"
 	if q == nil {
 		return nil, fmt.Errorf("%s: the query is nil", op)
 	}
-	if q.From != query.Devices {
-		return nil, fmt.Errorf("%s: FROM %s: %w (only FROM devices)", op, q.From, query.ErrUnsupported)
+	if q.From != query.Devices && q.From != query.Modules {
+		return nil, fmt.Errorf("%s: FROM %s: %w (only FROM devices and devices.modules)", op, q.From, query.ErrUnsupported)
 	}
 	if offset < 0 || limit < 0 {
 		return nil, fmt.Errorf("%s: negative offset %d or limit %d", op, offset, limit)
@@ -29,7 +30,11 @@ func (s *Store) QueryTwins(ctx context.Context, q *query.Query, hub string, offs
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	docs, err := s.twinDocuments(strings.ToLower(hub))
+	load := s.twinDocuments
+	if q.From == query.Modules {
+		load = s.moduleTwinDocuments
+	}
+	docs, err := load(strings.ToLower(hub))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -69,6 +74,45 @@ func (s *Store) twinDocuments(hub string) ([]map[string]any, error) {
 			continue
 		}
 		doc, err := store.TwinDocument(d, t)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, doc)
+	}
+	return docs, nil
+}
+
+// moduleTwinDocuments assembles the module twin documents of a hub's
+// current modules (see store.TwinQuerier), ordered by record ID.
+func (s *Store) moduleTwinDocuments(hub string) ([]map[string]any, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, store.ErrClosed
+	}
+	type row struct{ device, module, twin store.Record }
+	var rows []row
+	for _, t := range s.docs[store.KindModuleTwin] {
+		d, ok := s.docs[store.KindDevice][t.Group]
+		if !ok || d.Group != hub {
+			continue
+		}
+		m, ok := s.docs[store.KindModule][t.ID]
+		if !ok {
+			continue
+		}
+		current, err := store.CurrentModule(d, m)
+		if err != nil {
+			return nil, err
+		}
+		if current {
+			rows = append(rows, row{d, m, t})
+		}
+	}
+	slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.twin.ID, b.twin.ID) })
+	docs := make([]map[string]any, 0, len(rows))
+	for _, r := range rows {
+		doc, err := store.ModuleTwinDocument(r.device, r.module, r.twin)
 		if err != nil {
 			return nil, err
 		}

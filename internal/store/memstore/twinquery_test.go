@@ -75,6 +75,55 @@ func TestQueryTwinsDocuments(t *testing.T) {
 	}
 }
 
+// TestQueryModuleTwinsDocuments covers module twin documents from raw
+// records: the module and device joins, the device generation check, the
+// hub filter, defaults and configurations.
+func TestQueryModuleTwinsDocuments(t *testing.T) {
+	st := memstore.New(0)
+	t.Cleanup(func() { st.Close() })
+	const hub = "hub.example"
+	put(t, st, store.KindDevice, hub+"/d", hub, `{"deviceId":"d","generationId":"g2","status":"disabled","statusUpdatedTime":"2026-01-01T00:00:00Z"}`)
+	put(t, st, store.KindModule, hub+"/d/m1", hub+"/d", `{"moduleId":"m1","deviceGenerationId":"g2","connectionState":"Connected","authentication":{"type":"selfSigned"}}`)
+	put(t, st, store.KindModuleTwin, hub+"/d/m1", hub+"/d", `{"deviceId":"d","moduleId":"m1","version":3,"configurations":{"c":{"status":"Applied"}}}`)
+	put(t, st, store.KindModule, hub+"/d/$edgeHub", hub+"/d", `{"moduleId":"$edgeHub","deviceGenerationId":"g2"}`)
+	put(t, st, store.KindModuleTwin, hub+"/d/$edgeHub", hub+"/d", `{"deviceId":"d","moduleId":"$edgeHub","version":1,"tags":{"a":1},"configurations":null}`)
+	// a module of an earlier device d, a twin without a module, another hub's module
+	put(t, st, store.KindModule, hub+"/d/stale", hub+"/d", `{"moduleId":"stale","deviceGenerationId":"g1"}`)
+	put(t, st, store.KindModuleTwin, hub+"/d/stale", hub+"/d", `{"deviceId":"d","moduleId":"stale","version":1}`)
+	put(t, st, store.KindModuleTwin, hub+"/d/orphan", hub+"/d", `{"deviceId":"d","moduleId":"orphan","version":1}`)
+	put(t, st, store.KindDevice, "other/d", "other", `{"deviceId":"d","generationId":"g2"}`)
+	put(t, st, store.KindModule, "other/d/m1", "other/d", `{"moduleId":"m1","deviceGenerationId":"g2"}`)
+	put(t, st, store.KindModuleTwin, "other/d/m1", "other/d", `{"deviceId":"d","moduleId":"m1","version":1}`)
+
+	q, err := query.Parse("SELECT moduleId, status, statusUpdateTime, connectionState, authenticationType, tags, properties, configurations FROM devices.modules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, err := st.QueryTwins(t.Context(), q, "HUB.example", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]any, 0, len(items))
+	for _, it := range items {
+		var v any
+		if err := json.Unmarshal(it, &v); err != nil {
+			t.Fatalf("item %s: %v", it, err)
+		}
+		got = append(got, v)
+	}
+	empty := map[string]any{"desired": map[string]any{}, "reported": map[string]any{}}
+	want := []any{
+		map[string]any{"moduleId": "$edgeHub", "status": "disabled", "statusUpdateTime": "2026-01-01T00:00:00Z", "connectionState": nil,
+			"authenticationType": nil, "tags": map[string]any{"a": 1.0}, "properties": empty},
+		map[string]any{"moduleId": "m1", "status": "disabled", "statusUpdateTime": "2026-01-01T00:00:00Z", "connectionState": "Connected",
+			"authenticationType": "selfSigned", "tags": map[string]any{}, "properties": empty,
+			"configurations": map[string]any{"c": map[string]any{"status": "Applied"}}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("items (-want +got):\n%s", diff)
+	}
+}
+
 func TestQueryTwinsFailures(t *testing.T) {
 	q, err := query.Parse("SELECT * FROM devices")
 	if err != nil {

@@ -39,12 +39,66 @@ func twinFields() []twinField {
 		{"modelId", `'""'`},
 		{"version", `COALESCE(t.doc -> '$.version', 'null')`},
 		{"tags", `COALESCE(t.doc -> '$.tags', '{}')`},
-		{"properties", `json_object(` +
-			`'desired', json(CASE WHEN json_type(t.doc, '$.properties.desired') IS NULL THEN '{}' ELSE t.doc -> '$.properties.desired' END), ` +
-			`'reported', json(CASE WHEN json_type(t.doc, '$.properties.reported') IS NULL THEN '{}' ELSE t.doc -> '$.properties.reported' END))`},
+		{"properties", twinPropertiesExpr},
 		{"capabilities", `COALESCE(d.doc -> '$.capabilities', 'null')`},
 		{"deviceScope", `COALESCE(d.doc -> '$.deviceScope', 'null')`},
 		{"parentScopes", `CASE WHEN json_type(d.doc, '$.parentScopes') IS NULL OR json_type(d.doc, '$.parentScopes') = 'null' THEN '[]' ELSE d.doc -> '$.parentScopes' END`},
+	}
+}
+
+// moduleTwinFields lists the module twin document's properties
+// (store.ModuleTwinDocument is the reference) as SQL expressions over the
+// module twin row t, the module row m and the device row d.
+func moduleTwinFields() []twinField {
+	return []twinField{
+		{"deviceId", `COALESCE(t.doc -> '$.deviceId', 'null')`},
+		{"moduleId", `COALESCE(t.doc -> '$.moduleId', 'null')`},
+		{"etag", `json_quote(t.etag)`},
+		{"deviceEtag", `json_quote(d.etag)`},
+		{"status", `COALESCE(d.doc -> '$.status', 'null')`},
+		{"statusReason", `COALESCE(d.doc -> '$.statusReason', 'null')`},
+		{"statusUpdateTime", `COALESCE(d.doc -> '$.statusUpdatedTime', 'null')`},
+		{"connectionState", `COALESCE(m.doc -> '$.connectionState', 'null')`},
+		{"lastActivityTime", `COALESCE(m.doc -> '$.lastActivityTime', 'null')`},
+		{"cloudToDeviceMessageCount", `COALESCE(m.doc -> '$.cloudToDeviceMessageCount', 'null')`},
+		{"authenticationType", `COALESCE(m.doc -> '$.authentication.type', 'null')`},
+		{"x509Thumbprint", `COALESCE(m.doc -> '$.authentication.x509Thumbprint', 'null')`},
+		{"modelId", `'""'`},
+		{"version", `COALESCE(t.doc -> '$.version', 'null')`},
+		{"tags", `COALESCE(t.doc -> '$.tags', '{}')`},
+		{"properties", twinPropertiesExpr},
+	}
+}
+
+// twinPropertiesExpr is the properties object of a twin row t: desired
+// and reported, each {} when missing.
+const twinPropertiesExpr = `json_object(` +
+	`'desired', json(CASE WHEN json_type(t.doc, '$.properties.desired') IS NULL THEN '{}' ELSE t.doc -> '$.properties.desired' END), ` +
+	`'reported', json(CASE WHEN json_type(t.doc, '$.properties.reported') IS NULL THEN '{}' ELSE t.doc -> '$.properties.reported' END))`
+
+// configurationsExpr is the configurations object of a twin row t, SQL
+// NULL (undefined) when the twin has none.
+const configurationsExpr = `CASE WHEN json_type(t.doc, '$.configurations') <> 'null' ` +
+	`THEN t.doc -> '$.configurations' END`
+
+// documentSchema builds the schema of twin documents with fields (each a
+// root column) plus the optional configurations of the twin row t.
+func documentSchema(fields []twinField, from, where string) query.Schema {
+	roots := make(map[string]query.Column, len(fields)+1)
+	doc := make([]string, 0, len(fields))
+	for _, f := range fields {
+		roots[f.name] = query.Column{Expr: f.expr, JSON: true}
+		doc = append(doc, "'"+f.name+"', json("+f.expr+")")
+	}
+	roots["configurations"] = query.Column{Expr: configurationsExpr, JSON: true}
+	base := "json_object(" + strings.Join(doc, ", ") + ")"
+	return query.Schema{
+		From:  from,
+		Where: where,
+		// A twin without configurations has no such property (not null).
+		Doc:   "CASE WHEN (" + configurationsExpr + ") IS NULL THEN " + base + " ELSE json_set(" + base + ", '$.configurations', json(" + configurationsExpr + ")) END",
+		Roots: roots,
+		Key:   []string{"t.id"},
 	}
 }
 
@@ -52,20 +106,19 @@ func twinFields() []twinField {
 // rows of one hub joined with their device rows. hubParam is the SQL of the
 // hub's group (a placeholder bound by QueryTwins).
 func twinSchema(hubParam string) query.Schema {
-	fields := twinFields()
-	roots := make(map[string]query.Column, len(fields))
-	doc := make([]string, 0, len(fields))
-	for _, f := range fields {
-		roots[f.name] = query.Column{Expr: f.expr, JSON: true}
-		doc = append(doc, "'"+f.name+"', json("+f.expr+")")
-	}
-	return query.Schema{
-		From:  "docs t JOIN docs d ON d.kind = 'device' AND d.id = t.id",
-		Where: "t.kind = 'twin' AND t.grp = " + hubParam,
-		Doc:   "json_object(" + strings.Join(doc, ", ") + ")",
-		Roots: roots,
-		Key:   []string{"t.id"},
-	}
+	return documentSchema(twinFields(), "docs t JOIN docs d ON d.kind = 'device' AND d.id = t.id", "t.kind = 'twin' AND t.grp = "+hubParam)
+}
+
+// moduleTwinSchema is where the query translator finds module twin
+// documents: the module twin rows of one hub joined with their module rows
+// and with the device rows of their current device generation. The join
+// starts from the hub's devices (index kind, grp, id), then their module
+// twins by group.
+func moduleTwinSchema(hubParam string) query.Schema {
+	return documentSchema(moduleTwinFields(),
+		"docs d JOIN docs t ON t.kind = 'moduleTwin' AND t.grp = d.id JOIN docs m ON m.kind = 'module' AND m.id = t.id",
+		"d.kind = 'device' AND d.grp = "+hubParam+
+			" AND COALESCE(m.doc ->> '$.deviceGenerationId', '') = COALESCE(d.doc ->> '$.generationId', '')")
 }
 
 // QueryTwins implements store.TwinQuerier: q is translated to one SQL
@@ -80,17 +133,22 @@ func (s *Store) QueryTwins(ctx context.Context, q *query.Query, hub string, offs
 	if q == nil {
 		return nil, fmt.Errorf("%s: the query is nil", op)
 	}
-	if q.From != query.Devices {
-		return nil, fmt.Errorf("%s: FROM %s: %w (only FROM devices)", op, q.From, query.ErrUnsupported)
+	schema := twinSchema
+	switch q.From {
+	case query.Devices:
+	case query.Modules:
+		schema = moduleTwinSchema
+	default:
+		return nil, fmt.Errorf("%s: FROM %s: %w (only FROM devices and devices.modules)", op, q.From, query.ErrUnsupported)
 	}
 	// The hub is bound as the parameter after the translation's own
 	// $1..$n. The translation does not depend on the text of Schema.Where,
 	// so n is learnt from a first translation.
-	_, args, err := q.SQLPage(query.SQLite, twinSchema("NULL"), offset, limit)
+	_, args, err := q.SQLPage(query.SQLite, schema("NULL"), offset, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	stmt, args, err := q.SQLPage(query.SQLite, twinSchema("$"+strconv.Itoa(len(args)+1)), offset, limit)
+	stmt, args, err := q.SQLPage(query.SQLite, schema("$"+strconv.Itoa(len(args)+1)), offset, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
