@@ -70,6 +70,12 @@ func newHubStack(t *testing.T) *hubStack {
 	if err := a.MountTelemetry(stackHost, events); err != nil {
 		t.Fatal(err)
 	}
+	if err := a.MountHubModules(reg, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.MountHubModuleTwins(reg); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(a)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{inst.TLSCertificate}}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)

@@ -79,16 +79,32 @@ property.`,
 	return cmd
 }
 
-// twinTable prints twins, one per row.
+// twinTable prints twins, one per row; module twins (FROM
+// devices.modules) get a MODULE ID column.
 func twinTable(w io.Writer, items []json.RawMessage) {
-	row(w, "DEVICE ID", "STATUS", "CONNECTION", "VERSION", "TAGS")
-	for _, it := range items {
+	twins := make([]*hubservice.Twin, len(items))
+	modules := false
+	for i, it := range items {
 		var t hubservice.Twin
-		if err := json.Unmarshal(it, &t); err != nil {
-			row(w, rawText(it))
-			continue
+		if json.Unmarshal(it, &t) == nil {
+			twins[i] = &t
+			modules = modules || t.ModuleID != ""
 		}
-		row(w, t.DeviceID, t.Status, t.ConnectionState, strconv.FormatInt(t.Version, 10), rawText(t.Tags))
+	}
+	if modules {
+		row(w, "DEVICE ID", "MODULE ID", "STATUS", "CONNECTION", "VERSION", "TAGS")
+	} else {
+		row(w, "DEVICE ID", "STATUS", "CONNECTION", "VERSION", "TAGS")
+	}
+	for i, t := range twins {
+		switch {
+		case t == nil:
+			row(w, rawText(items[i]))
+		case modules:
+			row(w, t.DeviceID, t.ModuleID, t.Status, t.ConnectionState, strconv.FormatInt(t.Version, 10), rawText(t.Tags))
+		default:
+			row(w, t.DeviceID, t.Status, t.ConnectionState, strconv.FormatInt(t.Version, 10), rawText(t.Tags))
+		}
 	}
 }
 

@@ -88,6 +88,29 @@ func TestQueryCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("module twins table", func(t *testing.T) {
+		run(t, "device", "create", "edge-1", "--edge-enabled")
+		run(t, "twin", "update", "edge-1", "--module", "$edgeHub", "--tags", `{"role":"hub"}`)
+		out := run(t, "query", "SELECT * FROM devices.modules WHERE deviceId = 'edge-1'")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		got := make([][]string, len(lines))
+		for i, l := range lines {
+			got[i] = strings.Fields(l)
+		}
+		want := [][]string{
+			{"DEVICE", "ID", "MODULE", "ID", "STATUS", "CONNECTION", "VERSION", "TAGS"},
+			{"edge-1", "$edgeAgent", "enabled", "Disconnected", "1", "{}"},
+			{"edge-1", "$edgeHub", "enabled", "Disconnected", "2", `{"role":"hub"}`},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("table (-want +got):\n%s\n%s", diff, out)
+		}
+		out = run(t, "query", "SELECT COUNT() AS n FROM devices.modules WHERE moduleId = '$edgeAgent'", "-o", "json")
+		if strings.Join(strings.Fields(out), "") != `[{"n":1}]` {
+			t.Errorf("count of $edgeAgent twins: %s", out)
+		}
+	})
+
 	t.Run("max items", func(t *testing.T) {
 		out, errOut, err := runCLI(t, nil, "--data-dir", dir, "query", "SELECT deviceId FROM devices", "--page-size", "1", "--max-items", "3")
 		if err != nil {
@@ -107,7 +130,7 @@ func TestQueryCommand(t *testing.T) {
 		want string
 	}{
 		{"syntax error", []string{"query", "SELECT * FROM devices WHERE"}, "ArgumentInvalid"},
-		{"modules", []string{"query", "SELECT * FROM devices.modules"}, "not supported yet"},
+		{"jobs", []string{"query", "SELECT * FROM devices.jobs"}, "not supported yet"},
 		{"page size", []string{"query", "SELECT * FROM devices", "--page-size", "0"}, "--page-size 0 is not from 1 to 1000"},
 		{"max items flag", []string{"query", "SELECT * FROM devices", "--max-items", "0"}, "--max-items 0 is not from 1 to 100000"},
 		{"no query", []string{"query"}, "accepts 1 arg"},

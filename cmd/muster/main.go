@@ -97,9 +97,13 @@ its data directory (--data-dir, ` + envDataDir + `).`,
 		c.caCmd(),
 		c.certsCmd(),
 		c.deviceCmd(),
+		c.moduleCmd(),
 		c.twinCmd(),
 		c.queryCmd(),
+		c.deploymentCmd(),
 		c.monitorCmd(),
+		c.c2dCmd(),
+		c.methodCmd(),
 		newBenchCmd(),
 	)
 	return root

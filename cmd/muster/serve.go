@@ -28,8 +28,8 @@ import (
 	"github.com/muster-iot/muster/internal/mqtt"
 	"github.com/muster-iot/muster/internal/provision"
 	"github.com/muster-iot/muster/internal/registry"
+	"github.com/muster-iot/muster/internal/rollout"
 	"github.com/muster-iot/muster/internal/store"
-	"github.com/muster-iot/muster/internal/store/sqlite"
 	"github.com/muster-iot/muster/internal/telemetry"
 	"github.com/muster-iot/muster/internal/webhook"
 )
@@ -79,6 +79,9 @@ The first start initialises the data directory; later starts reuse it.`,
 			if fl.Changed("log-format") {
 				cfg.LogFormat = flagCfg.LogFormat
 			}
+			if fl.Changed("store") {
+				cfg.Store = flagCfg.Store
+			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
@@ -93,6 +96,7 @@ The first start initialises the data directory; later starts reuse it.`,
 	f.StringArrayVar(&flagCfg.Hostnames, "hostname", flagCfg.Hostnames, "host name devices use (repeatable; the first names the hub)")
 	f.StringVar(&flagCfg.LogLevel, "log-level", flagCfg.LogLevel, "debug, info, warn or error")
 	f.StringVar(&flagCfg.LogFormat, "log-format", flagCfg.LogFormat, "text or json")
+	f.StringVar(&flagCfg.Store, "store", flagCfg.Store, "store: sqlite:PATH (default: <data-dir>/muster.db) or a postgres://user@host/db URL shared by several instances")
 	return cmd
 }
 
@@ -114,13 +118,9 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	dbPath := filepath.Join(cfg.DataDir, "muster.db")
-	if strings.HasPrefix(cfg.Store, "sqlite:") {
-		dbPath = strings.TrimPrefix(cfg.Store, "sqlite:")
-	}
-	st, err := sqlite.Open(ctx, dbPath, sqlite.Options{Logger: log})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", dbPath, err)
+		return err
 	}
 	defer st.Close()
 
@@ -128,7 +128,10 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err != nil {
 		return err
 	}
-	hub := registry.New(cfg.Hostnames[0], st, now)
+	// The registry and the provisioning service write through docs, so that
+	// the deployment engine sees every identity and twin change.
+	docs := rollout.NewObservedDocs(st)
+	hub := registry.New(cfg.Hostnames[0], docs, now)
 	hubs := []provision.LinkedHub{{Hub: hub, Weight: cfg.HubWeight, ApplyAllocationPolicy: cfg.HubApplyAllocationPolicy}}
 	for i, lh := range cfg.LinkedHubs {
 		remote, err := linkedHubClient(lh)
@@ -151,7 +154,7 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 		return err
 	}
 	prov, err := provision.New(provision.Options{
-		IDScope: inst.IDScope, Docs: st, Attempts: st, Enrollments: enrollments, Hubs: hubs,
+		IDScope: inst.IDScope, Docs: docs, Attempts: st, Enrollments: enrollments, Hubs: hubs,
 		Allocator: webhook.New(webhookHTTP), Logger: log.With("component", "provision"), Now: now,
 		WebhookTimeout: cfg.WebhookTimeout.Duration,
 	})
@@ -170,7 +173,11 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err != nil {
 		return err
 	}
-	hubSvc, err := hubcore.New(hubcore.Options{Registry: hub, Auth: hubAuth, Telemetry: events, Now: now, Logger: log.With("component", "hub")})
+	hubSvc, err := hubcore.New(hubcore.Options{Registry: hub, Auth: hubAuth, Telemetry: events, Now: now, Logger: log.With("component", "hub"), Changes: sharedChanges(st)})
+	if err != nil {
+		return err
+	}
+	configurations, deployer, err := newDeployments(hub, hubSvc, st, docs, now, log.With("component", "deploy"))
 	if err != nil {
 		return err
 	}
@@ -194,10 +201,16 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err := a.MountHub(hubSvc); err != nil {
 		return err
 	}
-	if err := a.MountHubModules(hub, hubSvc); err != nil {
+	if err := a.MountHubModules(hub, hubSvc, hubAuth); err != nil {
+		return err
+	}
+	if err := a.MountHubModuleTwins(hubSvc); err != nil {
 		return err
 	}
 	if err := a.MountHubQuery(hub.HostName(), st); err != nil {
+		return err
+	}
+	if err := a.MountHubConfigurations(configurations, deployer); err != nil {
 		return err
 	}
 	if err := a.MountHubMessaging(hubSvc); err != nil {
@@ -258,6 +271,8 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 		return nil
 	})
 	g.Go(func() error { return events.RunRetention(gctx) })
+	g.Go(func() error { return deployer.Run(gctx) })
+	g.Go(func() error { return hubSvc.Run(gctx) }) // presence writes, C2D expiry
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down")

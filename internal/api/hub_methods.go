@@ -20,6 +20,7 @@ type HubMessaging interface {
 	HostName() string
 	InvokeMethod(ctx context.Context, c hub.MethodCall) (hub.MethodResult, error)
 	SendCloudMessage(ctx context.Context, deviceID string, m hub.CloudMessage) (string, error)
+	PurgeCloudMessages(ctx context.Context, deviceID string) (int, error)
 }
 
 // Hub error names of the messaging routes, and the numeric IoT Hub error
@@ -72,8 +73,12 @@ func (e *hubStatusError) Unwrap() error { return e.err }
 //     iothub-correlationid, iothub-userid, iothub-expiry (RFC 3339),
 //     iothub-ack, iothub-contenttype, iothub-contentencoding and
 //     iothub-app-<name>, whose names arrive lower-cased); 200 with
-//     {"messageId"}; 403 DeviceMaximumQueueDepthExceeded (403004) when 50
-//     messages already wait.
+//     {"messageId"} once the message is durable; 403
+//     DeviceMaximumQueueDepthExceeded (403004) when 50 messages already
+//     wait (sent ones count until the device acknowledges them).
+//   - DELETE /devices/{id}/commands (hub-edge-protocol §4.8): drops the
+//     device's queued C2D messages; 200 with {"totalMessagesPurged",
+//     "deviceId"}.
 //
 // Call it once, before serving.
 func (a *API) MountHubMessaging(m HubMessaging) error {
@@ -90,6 +95,7 @@ func (a *API) MountHubMessaging(m HubMessaging) error {
 		{method: http.MethodPost, pattern: "/twins/{id}/methods", right: RightServiceConnect, noun: hubDeviceNoun, serve: hm.invokeMethod},
 		{method: http.MethodPost, pattern: "/twins/{id}/modules/{mid}/methods", right: RightServiceConnect, noun: hubDeviceNoun, serve: hm.invokeMethod},
 		{method: http.MethodPost, pattern: "/devices/{id}/messages/deviceBound", right: RightServiceConnect, noun: hubDeviceNoun, serve: hm.sendCloudMessage},
+		{method: http.MethodDelete, pattern: "/devices/{id}/commands", right: RightServiceConnect, noun: hubDeviceNoun, serve: hm.purgeCloudMessages},
 	} {
 		if err := a.router.handle(e.method, e.pattern, hs.handler(e)); err != nil {
 			return fmt.Errorf("api: mount hub messaging: %w", err)
@@ -261,4 +267,22 @@ func (hm *hubMessaging) sendCloudMessage(w http.ResponseWriter, r *http.Request)
 			message: fmt.Sprintf("Device %s already has %d undelivered cloud-to-device messages (errorCode %d)", id, hub.C2DQueueDepth, codeQueueDepthExceeded)}
 	}
 	return err
+}
+
+// purgeResult is the answer of DELETE /devices/{id}/commands (the service
+// SDKs' PurgeMessageQueueResult).
+type purgeResult struct {
+	TotalMessagesPurged int    `json:"totalMessagesPurged"`
+	DeviceID            string `json:"deviceId"`
+}
+
+// purgeCloudMessages is DELETE /devices/{id}/commands.
+func (hm *hubMessaging) purgeCloudMessages(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	n, err := hm.m.PurgeCloudMessages(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	hm.hs.a.writeJSON(w, r, http.StatusOK, purgeResult{TotalMessagesPurged: n, DeviceID: id})
+	return nil
 }

@@ -27,6 +27,7 @@ type fakeMessaging struct {
 	err     error
 	msgID   string
 	deviceT string
+	purged  int
 }
 
 func (f *fakeMessaging) HostName() string { return hubHost }
@@ -44,6 +45,13 @@ func (f *fakeMessaging) SendCloudMessage(_ context.Context, deviceID string, m h
 	f.msgs = append(f.msgs, m)
 	f.deviceT = deviceID
 	return f.msgID, f.err
+}
+
+func (f *fakeMessaging) PurgeCloudMessages(_ context.Context, deviceID string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deviceT = deviceID
+	return f.purged, f.err
 }
 
 func newMessagingHarness(t *testing.T, f *fakeMessaging) *hubHarness {
@@ -204,6 +212,34 @@ func TestHubSendCloudMessage(t *testing.T) {
 			}
 			if tc.want != nil && f.deviceT != "dev1" {
 				t.Errorf("message sent to %q, want dev1", f.deviceT)
+			}
+		})
+	}
+}
+
+func TestHubPurgeCloudMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		code   string
+		body   string
+	}{
+		{name: "purged", status: http.StatusOK, body: `{"totalMessagesPurged":3,"deviceId":"dev1"}`},
+		{name: "unknown device", err: fmt.Errorf("x: %w", registry.ErrNotFound), status: http.StatusNotFound, code: hubDeviceNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeMessaging{purged: 3, err: tc.err}
+			h := newMessagingHarness(t, f)
+			res := h.hub(http.MethodDelete, "/devices/dev1/commands"+hubVersion, "", nil)
+			if res.status != tc.status || res.code != tc.code {
+				t.Fatalf("%d %s %s, want %d %s", res.status, res.code, res.body, tc.status, tc.code)
+			}
+			if tc.body != "" && string(res.body) != tc.body {
+				t.Errorf("body %s, want %s", res.body, tc.body)
+			}
+			if f.deviceT != "dev1" {
+				t.Errorf("purged %q, want dev1", f.deviceT)
 			}
 		})
 	}

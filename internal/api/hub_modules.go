@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/muster-iot/muster/internal/hubauth"
 	"github.com/muster-iot/muster/internal/registry"
 )
 
@@ -17,6 +18,7 @@ import (
 type HubModules interface {
 	// HostName is the hub's host name: service tokens must name it (sr).
 	HostName() string
+	GetDevice(ctx context.Context, deviceID string) (*registry.Device, error)
 	GetModule(ctx context.Context, deviceID, moduleID string) (*registry.Module, error)
 	ListModules(ctx context.Context, deviceID string) ([]*registry.Module, error)
 	PutModule(ctx context.Context, m *registry.Module, ifMatch string) (*registry.Module, error)
@@ -27,6 +29,14 @@ type HubModules interface {
 // implements it.
 type ModuleDisconnecter interface {
 	DisconnectModule(deviceID, moduleID, why string) int
+}
+
+// DeviceAuthenticator authenticates a device by its own credential (a SAS
+// token signed with its key, or its X.509 certificate) and records
+// refusals in the attempt log; *hubauth.Authenticator implements it. A
+// refusal is an error wrapping a *hubauth.Denial.
+type DeviceAuthenticator interface {
+	Authenticate(ctx context.Context, req hubauth.Request) (*hubauth.Identity, error)
 }
 
 // Hub error names of the module routes.
@@ -51,9 +61,14 @@ const (
 //   - DELETE /devices/{id}/modules/{mid} (If-Match optional): 204.
 //
 // A missing device is 404 DeviceNotFound on every route. When live is not
-// nil, a deleted module's live sessions are ended through it. Call it
-// once, before serving.
-func (a *API) MountHubModules(m HubModules, live ModuleDisconnecter) error {
+// nil, a deleted module's live sessions are ended through it.
+//
+// When devices is not nil, the routes also accept the credential of the
+// device in the path (hub-edge-protocol §4.9: the edge runtime manages its
+// modules with the device's own SAS token, sr {hub}/devices/{deviceId},
+// or with its TLS client certificate), for IoT Edge devices only; see
+// authorizeDevice. Call it once, before serving.
+func (a *API) MountHubModules(m HubModules, live ModuleDisconnecter, devices DeviceAuthenticator) error {
 	if m == nil {
 		return errors.New("api: MountHubModules needs a module registry")
 	}
@@ -62,13 +77,16 @@ func (a *API) MountHubModules(m HubModules, live ModuleDisconnecter) error {
 		return fmt.Errorf("api: hub host name %q is not a host name", m.HostName())
 	}
 	hs := &hubService{a: a, hosts: []string{host}}
-	hm := &hubModules{hs: hs, m: m, live: live}
+	hm := &hubModules{hs: hs, m: m, live: live, devices: devices}
 	for _, e := range []hubEndpoint{
 		{method: http.MethodPut, pattern: "/devices/{id}/modules/{mid}", right: RightRegistryWrite, noun: hubModuleNoun, serve: hm.putModule},
 		{method: http.MethodGet, pattern: "/devices/{id}/modules/{mid}", right: RightRegistryRead, noun: hubModuleNoun, serve: hm.getModule},
 		{method: http.MethodDelete, pattern: "/devices/{id}/modules/{mid}", right: RightRegistryWrite, noun: hubModuleNoun, serve: hm.deleteModule},
 		{method: http.MethodGet, pattern: "/devices/{id}/modules", right: RightRegistryRead, noun: hubModuleNoun, serve: hm.listModules},
 	} {
+		if devices != nil {
+			e.authorize = hm.authorize
+		}
 		if err := a.router.handle(e.method, e.pattern, hs.handler(e)); err != nil {
 			return fmt.Errorf("api: mount hub modules: %w", err)
 		}
@@ -78,9 +96,10 @@ func (a *API) MountHubModules(m HubModules, live ModuleDisconnecter) error {
 
 // hubModules serves the module identity routes.
 type hubModules struct {
-	hs   *hubService
-	m    HubModules
-	live ModuleDisconnecter // nil: no sessions to end
+	hs      *hubService
+	m       HubModules
+	live    ModuleDisconnecter  // nil: no sessions to end
+	devices DeviceAuthenticator // nil: hub policies only
 }
 
 // moduleError gives the module-specific registry errors their IoT Hub

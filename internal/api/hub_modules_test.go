@@ -17,7 +17,7 @@ import (
 func newModulesHarness(t *testing.T) *hubHarness {
 	t.Helper()
 	h := newHubHarness(t)
-	if err := h.api.MountHubModules(h.reg, nil); err != nil {
+	if err := h.api.MountHubModules(h.reg, nil, nil); err != nil {
 		t.Fatalf("MountHubModules: %v", err)
 	}
 	return h
@@ -34,7 +34,7 @@ func (d *disconnects) DisconnectModule(deviceID, moduleID, why string) int {
 func TestHubModuleDeleteDisconnects(t *testing.T) {
 	h := newHubHarness(t)
 	live := &disconnects{}
-	if err := h.api.MountHubModules(h.reg, live); err != nil {
+	if err := h.api.MountHubModules(h.reg, live, nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -211,18 +211,18 @@ func TestHubModulesEdgeDevice(t *testing.T) {
 
 func TestMountHubModulesErrors(t *testing.T) {
 	h := newHarness(t)
-	if err := h.api.MountHubModules(nil, nil); err == nil {
+	if err := h.api.MountHubModules(nil, nil, nil); err == nil {
 		t.Error("MountHubModules(nil) succeeded")
 	}
 	st := memstore.New(0)
 	defer st.Close()
-	if err := h.api.MountHubModules(registry.New("bad host/x", st, nil), nil); err == nil || !strings.Contains(err.Error(), "not a host name") {
+	if err := h.api.MountHubModules(registry.New("bad host/x", st, nil), nil, nil); err == nil || !strings.Contains(err.Error(), "not a host name") {
 		t.Errorf("MountHubModules with a bad host name: %v", err)
 	}
-	if err := h.api.MountHubModules(registry.New("hub.example", st, nil), nil); err != nil {
+	if err := h.api.MountHubModules(registry.New("hub.example", st, nil), nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.api.MountHubModules(registry.New("hub.example", st, nil), nil); err == nil || !strings.Contains(err.Error(), "conflicts") {
+	if err := h.api.MountHubModules(registry.New("hub.example", st, nil), nil, nil); err == nil || !strings.Contains(err.Error(), "conflicts") {
 		t.Errorf("second MountHubModules: %v, want a route conflict", err)
 	}
 }

@@ -85,8 +85,8 @@ func decodeQueryRequest(data []byte) (*query.Query, error) {
 	if err != nil {
 		return nil, badRequest("query: %v", err)
 	}
-	if q.From != query.Devices {
-		return nil, badRequest("query: FROM %s is not supported yet; only FROM devices", q.From)
+	if q.From != query.Devices && q.From != query.Modules {
+		return nil, badRequest("query: FROM %s is not supported yet; only FROM devices and FROM devices.modules", q.From)
 	}
 	return q, nil
 }

@@ -9,7 +9,9 @@
 //     in the built-in endpoint, stamped with the authenticated identity and
 //     the enqueued time, before the transport acknowledges it;
 //   - answers twin requests ($iothub/twin/GET and reported PATCH) on
-//     $iothub/twin/res/{status}/?$rid={rid}[&$version={v}];
+//     $iothub/twin/res/{status}/?$rid={rid}[&$version={v}]; a module
+//     connection ({deviceId}/{moduleId}) uses the same topics on its
+//     module twin;
 //   - pushes desired-property changes made through the Service's registry
 //     operations to connected clients that subscribed to
 //     $iothub/twin/PATCH/properties/desired/#, as the merge patch from the
@@ -19,10 +21,15 @@
 //     identity's latest connection subscribed to $iothub/methods/POST/# and
 //     its answer on $iothub/methods/res/{status}/?$rid={rid} completes the
 //     call;
-//   - queues cloud-to-device messages (Service.SendCloudMessage, in memory,
-//     C2DQueueDepth per device) and delivers them at QoS 1 on
-//     devices/{id}/messages/devicebound/{bag} to connections subscribed to
-//     them.
+//   - queues cloud-to-device messages durably (Service.SendCloudMessage,
+//     in the registry's store, C2DQueueDepth per device) and delivers them
+//     at QoS 1 on devices/{id}/messages/devicebound/{bag} to connections
+//     subscribed to them; a message leaves the queue when the device
+//     acknowledges it (PUBACK, through AckingClient) or expires, and one
+//     left unacknowledged is sent again on the next connection;
+//   - records connection state and (write-throttled) last activity of
+//     devices and modules in their registry records, off the connection
+//     path (Service.Run).
 //
 // The Service also fronts the identity registry for the hub service API,
 // so that twin writes through it reach the desired-change notifications;

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/muster-iot/muster/internal/hubauth"
+	"github.com/muster-iot/muster/internal/registry"
+	"github.com/muster-iot/muster/internal/store/memstore"
 	"github.com/muster-iot/muster/internal/telemetry"
 )
 
@@ -74,10 +76,11 @@ func FuzzAllow(f *testing.F) {
 		f.Add(s, true)
 		f.Add(s, false)
 	}
-	// No registry: subscribing to desired notifications (which reads the
-	// twin) is left to the unit tests.
+	// An empty registry (C2D delivery reads the device's queue);
+	// subscribing to desired notifications (which reads the twin) is left
+	// to the unit tests.
 	svc := &Service{auth: fakeAuth{hubauth.Identity{DeviceID: "dev1"}}, now: testNow, log: discardLogger(),
-		watchers: map[string]map[*Session]struct{}{}}
+		reg: registry.New(testHub, memstore.New(0), testNow), watchers: map[string]map[*Session]struct{}{}}
 	s, err := svc.Connect(context.Background(), hubauth.Request{}, newFakeClient())
 	if err != nil {
 		f.Fatal(err)

@@ -326,6 +326,7 @@ func TestTwinGetAndReported(t *testing.T) {
 
 func TestModuleTwinNotFound(t *testing.T) {
 	e := newEnv(t)
+	e.device(t, "edge1")
 	svc, err := New(Options{Registry: e.reg, Telemetry: e.events, Now: testNow,
 		Auth: fakeAuth{hubauth.Identity{DeviceID: "edge1", ModuleID: "mod1"}}})
 	if err != nil {
@@ -340,7 +341,7 @@ func TestModuleTwinNotFound(t *testing.T) {
 	if err := s.Publish(context.Background(), "$iothub/twin/GET/?$rid=1", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.next(t); got.Topic != "$iothub/twin/res/404/?$rid=1" || !strings.Contains(got.Payload, "module twins") {
+	if got := c.next(t); got.Topic != "$iothub/twin/res/404/?$rid=1" || !strings.Contains(got.Payload, `"errorCode":404010`) {
 		t.Fatalf("response %+v", got)
 	}
 }

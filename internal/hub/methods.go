@@ -154,7 +154,7 @@ type methodResponse struct {
 // $iothub/methods/res/{status}/?$rid={rid} is returned whatever its
 // status. No answer within c.ResponseTimeout is ErrMethodTimeout. A
 // malformed call is ErrInvalidMethod; an unknown device wraps
-// registry.ErrNotFound.
+// registry.ErrNotFound, an unknown module registry.ErrModuleNotFound.
 func (s *Service) InvokeMethod(ctx context.Context, c MethodCall) (MethodResult, error) {
 	if err := checkMethodName(c.Name); err != nil {
 		return MethodResult{}, fmt.Errorf("%w: %w", ErrInvalidMethod, err)
@@ -174,6 +174,11 @@ func (s *Service) InvokeMethod(ctx context.Context, c MethodCall) (MethodResult,
 	target := who(c.DeviceID, c.ModuleID)
 	if _, err := s.reg.GetDevice(ctx, c.DeviceID); err != nil {
 		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
+	}
+	if c.ModuleID != "" {
+		if _, err := s.reg.GetModule(ctx, c.DeviceID, c.ModuleID); err != nil {
+			return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
+		}
 	}
 	sess, err := s.awaitMethodTarget(ctx, clientKey(c.DeviceID, c.ModuleID), c.ConnectTimeout)
 	if err != nil {
@@ -323,10 +328,15 @@ func (s *Session) answerMethod(topic string, payload []byte) error {
 // maxSendAttempts times) while the session lives, for a subscription the
 // transport has accepted but not yet recorded.
 func (s *Session) sendSoon(topic string, payload []byte, qos byte) error {
+	return s.retrySoon(func() error { return s.client.Send(topic, payload, qos) })
+}
+
+// retrySoon runs send until it succeeds, as sendSoon retries.
+func (s *Session) retrySoon(send func() error) error {
 	delay := 5 * time.Millisecond
 	deadline := time.Now().Add(sendGrace)
 	for attempt := 1; ; attempt++ {
-		err := s.client.Send(topic, payload, qos)
+		err := send()
 		if err == nil || attempt >= maxSendAttempts || s.isClosed() || time.Now().After(deadline) {
 			return err
 		}

@@ -135,6 +135,9 @@ func TestInvokeMethodFailures(t *testing.T) {
 	if !sub.Allow(MethodsFilter, false) {
 		t.Fatal("method subscription refused")
 	}
+	if _, err := e.reg.PutModule(context.Background(), &registry.Module{DeviceID: "quiet", ModuleID: "mod"}, ""); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		call MethodCall
@@ -149,6 +152,7 @@ func TestInvokeMethodFailures(t *testing.T) {
 		{"payload not JSON", MethodCall{DeviceID: "quiet", Name: "m", Payload: json.RawMessage("{"), ResponseTimeout: time.Second}, ErrInvalidMethod},
 		{"no response timeout", MethodCall{DeviceID: "quiet", Name: "m"}, ErrInvalidMethod},
 		{"module without a connection", MethodCall{DeviceID: "quiet", ModuleID: "mod", Name: "m", ResponseTimeout: time.Second}, ErrDeviceNotOnline},
+		{"unknown module", MethodCall{DeviceID: "quiet", ModuleID: "ghost", Name: "m", ResponseTimeout: time.Second}, registry.ErrModuleNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.svc.InvokeMethod(context.Background(), tc.call)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/muster-iot/muster/internal/hubauth"
 	"github.com/muster-iot/muster/internal/registry"
 )
 
@@ -58,18 +59,60 @@ func (p *presence) add(sess *Session, seen uint64) bool {
 		p.sessions[sess.id.DeviceID] = m
 	}
 	m[sess] = struct{}{}
+	// Recorded under p.mu, so that the connection states of one identity
+	// reach the recorder in the order its sessions come and go.
+	now := sess.svc.now()
+	sess.act.connected(now)
+	if p.countLocked(sess.id) == 1 {
+		sess.svc.rec.add(sess.id.DeviceID, sess.id.ModuleID, registry.Presence{State: registry.StateConnected, StateTime: now, Activity: now})
+	} else {
+		sess.svc.rec.add(sess.id.DeviceID, sess.id.ModuleID, registry.Presence{Activity: now})
+	}
 	return true
 }
 
-// remove unfiles a session; a session not filed is ignored.
+// remove unfiles a session; a session not filed is ignored. When it was
+// its identity's last session here, the identity is recorded as
+// disconnected (with its last activity).
 func (p *presence) remove(sess *Session) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m := p.sessions[sess.id.DeviceID]
+	if _, ok := m[sess]; !ok {
+		return
+	}
 	delete(m, sess)
 	if len(m) == 0 {
 		delete(p.sessions, sess.id.DeviceID)
 	}
+	last := sess.act.unrecorded()
+	if p.countLocked(sess.id) == 0 {
+		sess.svc.rec.add(sess.id.DeviceID, sess.id.ModuleID, registry.Presence{State: registry.StateDisconnected, StateTime: sess.svc.now(), Activity: last})
+	} else if !last.IsZero() {
+		sess.svc.rec.add(sess.id.DeviceID, sess.id.ModuleID, registry.Presence{Activity: last})
+	}
+	if len(p.sessions) == 0 {
+		sess.svc.rec.wakeUp() // Run may be waiting for the last session to end
+	}
+}
+
+// countLocked returns the number of live sessions of one identity (a
+// device or one of its modules); p.mu is held.
+func (p *presence) countLocked(id hubauth.Identity) int {
+	n := 0
+	for sess := range p.sessions[id.DeviceID] {
+		if sess.id.ModuleID == id.ModuleID {
+			n++
+		}
+	}
+	return n
+}
+
+// total returns the number of live sessions.
+func (p *presence) total() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sessions)
 }
 
 // revoke counts a revocation and returns the sessions of deviceID for

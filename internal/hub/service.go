@@ -11,6 +11,7 @@ import (
 
 	"github.com/muster-iot/muster/internal/hubauth"
 	"github.com/muster-iot/muster/internal/registry"
+	"github.com/muster-iot/muster/internal/store"
 	"github.com/muster-iot/muster/internal/telemetry"
 )
 
@@ -28,6 +29,9 @@ type Registry interface {
 	PatchTwin(ctx context.Context, deviceID string, u registry.TwinUpdate, ifMatch string) (*registry.Twin, error)
 	ReplaceTwin(ctx context.Context, deviceID string, u registry.TwinUpdate, ifMatch string) (*registry.Twin, error)
 	PatchReported(ctx context.Context, deviceID string, patch json.RawMessage) (*registry.Twin, error)
+	ModuleRegistry
+	CloudQueue    // c2d.go
+	PresenceStore // presence_recorder.go
 }
 
 // Authenticator decides connections; *hubauth.Authenticator implements it.
@@ -66,6 +70,11 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives the hub's logs, never a secret. Default: discard.
 	Logger *slog.Logger
+	// Changes, when set, is the store the instances of this hub share:
+	// desired-property changes, C2D messages and revocations made on one
+	// instance reach the sessions on the others through its ChangeStream
+	// (changes.go). Leave it nil for a hub alone on its store.
+	Changes store.Streams
 }
 
 // Service is the hub's device-facing core. It also fronts the registry for
@@ -80,18 +89,23 @@ type Service struct {
 
 	mu sync.Mutex
 	// watchers are the sessions subscribed to desired notifications, by
-	// device ID.
+	// clientKey (device ID, or deviceId/moduleId).
 	watchers map[string]map[*Session]struct{}
 	// methodTargets is the latest session subscribed to direct methods,
 	// by client ID; methodChanged is closed and replaced when it changes.
 	methodTargets map[string]*Session
 	methodChanged chan struct{}
-	// c2d holds the undelivered cloud-to-device messages, by device ID,
-	// oldest first; c2dReceivers the sessions subscribed to them.
-	c2d          map[string][]queuedMessage
-	c2dReceivers map[string]map[*Session]struct{}
+	// c2dReceivers are the sessions subscribed to their cloud-to-device
+	// messages, by device ID (c2d.go).
+	c2dReceivers map[string]map[*Session]*c2dReceiver
 	// live are all sessions, so that revoking an identity ends them.
 	live presence
+	// c2d is the C2D bookkeeping outside mu (c2d.go); rec holds the
+	// presence changes Run writes (presence_recorder.go).
+	c2d c2dState
+	rec presenceRecorder
+	// changes relays changes to the other instances (nil: none).
+	changes *changeRelay
 }
 
 // New returns a Service.
@@ -110,9 +124,11 @@ func New(o Options) (*Service, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{reg: o.Registry, auth: o.Auth, tel: o.Telemetry, now: o.Now, log: o.Logger,
+	s := &Service{reg: o.Registry, auth: o.Auth, tel: o.Telemetry, now: o.Now, log: o.Logger,
 		watchers: map[string]map[*Session]struct{}{}, methodTargets: map[string]*Session{}, methodChanged: make(chan struct{}),
-		c2d: map[string][]queuedMessage{}, c2dReceivers: map[string]map[*Session]struct{}{}}, nil
+		c2dReceivers: map[string]map[*Session]*c2dReceiver{}}
+	s.changes = newChangeRelay(s, o.Changes)
+	return s, nil
 }
 
 // Connect authenticates a connection and returns its session. A refusal
@@ -149,34 +165,46 @@ func (s *Service) HostName() string { return s.reg.HostName() }
 
 // GetDevice returns a device identity.
 func (s *Service) GetDevice(ctx context.Context, deviceID string) (*registry.Device, error) {
-	return s.reg.GetDevice(ctx, deviceID)
+	d, err := s.reg.GetDevice(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	return d, s.withC2DCounts(ctx, d)
 }
 
 // ListDevices lists device identities in ID order after a continuation ID.
 func (s *Service) ListDevices(ctx context.Context, after string, limit int) ([]*registry.Device, error) {
-	return s.reg.ListDevices(ctx, after, limit)
+	ds, err := s.reg.ListDevices(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return ds, s.withC2DCounts(ctx, ds...)
 }
 
 // PutDevice creates or updates a device identity (see
 // registry.Hub.PutDevice). When the stored device is disabled, the live
 // sessions of the device and its modules on this instance are ended (see
-// DisconnectDevice).
+// DisconnectDevice), and on the other instances through the change relay
+// (Options.Changes).
 func (s *Service) PutDevice(ctx context.Context, d *registry.Device, ifMatch string) (*registry.Device, error) {
 	out, err := s.reg.PutDevice(ctx, d, ifMatch)
 	if err == nil && disabled(out) {
 		s.DisconnectDevice(out.DeviceID, "the device was disabled")
+		s.changes.publish(changeRevoked, out.DeviceID, "", "the device was disabled")
 	}
 	return out, err
 }
 
 // RemoveDevice deletes a device identity and its twin, and ends the live
 // sessions of the device and its modules on this instance (see
-// DisconnectDevice).
+// DisconnectDevice) and, through the change relay, on the others.
 func (s *Service) RemoveDevice(ctx context.Context, deviceID, ifMatch string) error {
 	if err := s.reg.RemoveDevice(ctx, deviceID, ifMatch); err != nil {
 		return err
 	}
 	s.DisconnectDevice(deviceID, "the device was deleted")
+	s.changes.publish(changeRevoked, deviceID, "", "the device was deleted")
+	s.dropC2DQueue(ctx, deviceID)
 	return nil
 }
 
@@ -208,9 +236,22 @@ func (s *Service) ReplaceTwin(ctx context.Context, deviceID string, u registry.T
 // desiredMayHaveChanged wakes the watching sessions of a device; each
 // compares the stored desired version with the last one it sent.
 func (s *Service) desiredMayHaveChanged(deviceID string) {
+	s.wakeWatchers(deviceID, "")
+}
+
+// wakeWatchers wakes the watching sessions of a client key, on this
+// instance and (through the change relay) on the others.
+func (s *Service) wakeWatchers(deviceID, moduleID string) {
+	s.wakeLocalWatchers(clientKey(deviceID, moduleID))
+	s.changes.publish(changeDesired, deviceID, moduleID, "")
+}
+
+// wakeLocalWatchers wakes the watching sessions of a client key on this
+// instance.
+func (s *Service) wakeLocalWatchers(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for sess := range s.watchers[deviceID] {
+	for sess := range s.watchers[key] {
 		sess.wakeWatcher()
 	}
 }
@@ -218,10 +259,11 @@ func (s *Service) desiredMayHaveChanged(deviceID string) {
 func (s *Service) addWatcher(sess *Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.watchers[sess.id.DeviceID]
+	key := clientKey(sess.id.DeviceID, sess.id.ModuleID)
+	m := s.watchers[key]
 	if m == nil {
 		m = map[*Session]struct{}{}
-		s.watchers[sess.id.DeviceID] = m
+		s.watchers[key] = m
 	}
 	m[sess] = struct{}{}
 }
@@ -229,16 +271,18 @@ func (s *Service) addWatcher(sess *Session) {
 func (s *Service) removeWatcher(sess *Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.watchers[sess.id.DeviceID]
+	key := clientKey(sess.id.DeviceID, sess.id.ModuleID)
+	m := s.watchers[key]
 	delete(m, sess)
 	if len(m) == 0 {
-		delete(s.watchers, sess.id.DeviceID)
+		delete(s.watchers, key)
 	}
 }
 
-// watching reports how many sessions watch a device's desired properties.
-func (s *Service) watching(deviceID string) int {
+// watching reports how many sessions watch the desired properties of a
+// client key (a device ID, or deviceId/moduleId).
+func (s *Service) watching(key string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.watchers[deviceID])
+	return len(s.watchers[key])
 }

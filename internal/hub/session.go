@@ -34,6 +34,7 @@ const (
 
 	errorCodeArgumentInvalid = 400004
 	errorCodeDeviceNotFound  = 404001
+	errorCodeModuleNotFound  = 404010
 	errorCodeServerError     = 500001
 )
 
@@ -74,6 +75,8 @@ type Session struct {
 	// C2D messages are delivered to the session.
 	c2dWake chan struct{}
 	c2dDone chan struct{}
+	// act is the client's last activity (presence_recorder.go).
+	act activity
 }
 
 func newSession(svc *Service, id hubauth.Identity, client Client) *Session {
@@ -155,6 +158,7 @@ func (s *Session) Publish(ctx context.Context, topic string, payload []byte, ret
 	if err := s.checkPublish(topic); err != nil {
 		return err
 	}
+	s.touch() // lastActivityTime (write-throttled)
 	if _, _, bag, err := telemetry.ParseTelemetryTopic(topic); err == nil {
 		return s.storeTelemetry(ctx, bag, payload, retain)
 	}
@@ -199,10 +203,6 @@ func (s *Session) serveTwin(ctx context.Context, req TwinRequest, body []byte) {
 // twinResponse runs a twin request and returns the response status, the
 // $version to put in the topic (0: none) and the body.
 func (s *Session) twinResponse(ctx context.Context, req TwinRequest, body []byte) (status int, version int64, resp []byte) {
-	if s.id.ModuleID != "" {
-		return s.twinError(statusNotFound, errorCodeDeviceNotFound,
-			fmt.Sprintf("module %q of device %q has no twin on this hub: module twins are not stored yet", s.id.ModuleID, s.id.DeviceID), nil)
-	}
 	switch req.Op {
 	case TwinGet: // the body is ignored (SDKs send nothing or a space)
 		t, err := s.readTwin(ctx)
@@ -211,17 +211,17 @@ func (s *Session) twinResponse(ctx context.Context, req TwinRequest, body []byte
 		}
 		view, err := twin.DeviceView(t)
 		if err != nil {
-			return s.twinFailure(req, fmt.Errorf("encode device view of twin %s: %w", s.id.DeviceID, err))
+			return s.twinFailure(req, fmt.Errorf("encode device view of the twin of %s: %w", who(s.id.DeviceID, s.id.ModuleID), err))
 		}
 		return statusOK, 0, view
 	case TwinPatchReported:
-		t, err := s.svc.reg.PatchReported(ctx, s.id.DeviceID, body)
+		t, err := s.patchReported(ctx, body)
 		if err != nil {
 			return s.twinFailure(req, err)
 		}
 		rep, err := decodeSection(t.Properties.Reported)
 		if err != nil {
-			return s.twinFailure(req, fmt.Errorf("decode reported properties of twin %s: %w", s.id.DeviceID, err))
+			return s.twinFailure(req, fmt.Errorf("decode reported properties of the twin of %s: %w", who(s.id.DeviceID, s.id.ModuleID), err))
 		}
 		return statusNoContent, rep.Version, nil
 	}
@@ -233,6 +233,8 @@ func (s *Session) twinFailure(req TwinRequest, err error) (int, int64, []byte) {
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return s.twinError(statusNotFound, errorCodeDeviceNotFound, fmt.Sprintf("device %q has no twin: it was deleted", s.id.DeviceID), nil)
+	case errors.Is(err, registry.ErrModuleNotFound):
+		return s.twinError(statusNotFound, errorCodeModuleNotFound, fmt.Sprintf("module %q of device %q has no twin: it was deleted", s.id.ModuleID, s.id.DeviceID), nil)
 	case errors.Is(err, twin.ErrInvalid), errors.Is(err, twin.ErrTooLarge):
 		return s.twinError(statusBadRequest, errorCodeArgumentInvalid, err.Error(), nil)
 	}
@@ -264,22 +266,23 @@ func (s *Session) twinError(status, code int, msg string, logFn func(trackingID 
 	return status, 0, body
 }
 
-// readTwin reads the session device's twin as package twin holds it
-// (desired and reported properties; the device view needs no more).
+// readTwin reads the twin of the session's identity (the device's or the
+// module's) as package twin holds it (desired and reported properties;
+// the device view needs no more).
 func (s *Session) readTwin(ctx context.Context) (*twin.Twin, error) {
-	rt, err := s.svc.reg.GetTwin(ctx, s.id.DeviceID)
+	rt, err := s.storedTwin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read twin %s: %w", s.id.DeviceID, err)
+		return nil, fmt.Errorf("read the twin of %s: %w", who(s.id.DeviceID, s.id.ModuleID), err)
 	}
 	desired, err := decodeSection(rt.Properties.Desired)
 	if err != nil {
-		return nil, fmt.Errorf("decode desired properties of twin %s: %w", s.id.DeviceID, err)
+		return nil, fmt.Errorf("decode desired properties of the twin of %s: %w", who(s.id.DeviceID, s.id.ModuleID), err)
 	}
 	reported, err := decodeSection(rt.Properties.Reported)
 	if err != nil {
-		return nil, fmt.Errorf("decode reported properties of twin %s: %w", s.id.DeviceID, err)
+		return nil, fmt.Errorf("decode reported properties of the twin of %s: %w", who(s.id.DeviceID, s.id.ModuleID), err)
 	}
-	return &twin.Twin{DeviceID: rt.DeviceID, Version: rt.Version,
+	return &twin.Twin{DeviceID: rt.DeviceID, ModuleID: rt.ModuleID, Version: rt.Version,
 		Properties: twin.Properties{Desired: desired, Reported: reported}}, nil
 }
 
@@ -309,9 +312,6 @@ func (s *Session) startWatching() bool {
 		return false
 	}
 	if s.watchDone != nil {
-		return true
-	}
-	if s.id.ModuleID != "" { // no module twins yet: nothing will change
 		return true
 	}
 	// Register before reading, so a change committed during the read
@@ -369,8 +369,8 @@ func (s *Session) notifyDesired(ctx context.Context, base *twin.Twin) *twin.Twin
 	switch {
 	case ctx.Err() != nil:
 		return nil
-	case errors.Is(err, registry.ErrNotFound):
-		s.log.Info("desired notification skipped: the device's twin is gone", "err", err)
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrModuleNotFound):
+		s.log.Info("desired notification skipped: the twin is gone", "err", err)
 		return nil
 	case err != nil:
 		s.log.Error("desired notification skipped: the twin cannot be read", "err", err)

@@ -18,6 +18,7 @@ var domain = []string{
 	"internal/access", "internal/attest", "internal/deploy", "internal/enroll", "internal/pki",
 	"internal/provision", "internal/query", "internal/registry", "internal/sas", "internal/store",
 	"internal/twin", "internal/edge/reconcile", "internal/telemetry", "internal/hubauth", "internal/hub",
+	"internal/rollout",
 }
 
 var forbidden = []string{

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -18,12 +19,24 @@ import (
 // identifier and stays in the client's inflight table until its PUBACK
 // (which the broker processes), or until the session ends or expires.
 func (s *Server) deliver(cl *cmqtt.Client, topic string, payload []byte, qos byte) error {
+	_, err := s.deliverAcked(cl, topic, payload, qos, nil)
+	return err
+}
+
+// deliverAcked delivers like deliver and, when the message goes at QoS 1
+// and acked is not nil, has the connection call acked when the client's
+// PUBACK for it arrives (see conn.acks); tracked reports whether it will.
+func (s *Server) deliverAcked(cl *cmqtt.Client, topic string, payload []byte, qos byte, acked func()) (tracked bool, err error) {
 	if cl.Closed() {
-		return ErrClientGone
+		return false, ErrClientGone
+	}
+	c := connOf(cl)
+	if c == nil {
+		return false, errors.New("deliver: the client has no connection of this server")
 	}
 	granted, ok := grantedQoS(cl, topic)
 	if !ok {
-		return ErrNotSubscribed
+		return false, ErrNotSubscribed
 	}
 	qos = min(qos, granted, 1)
 	pk := packets.Packet{
@@ -35,29 +48,60 @@ func (s *Server) deliver(cl *cmqtt.Client, topic string, payload []byte, qos byt
 	if qos > 0 {
 		// MQTT 5 flow control: never exceed the client's Receive Maximum.
 		if rm := cl.Properties.Props.ReceiveMaximum; cl.Properties.ProtocolVersion == 5 && rm > 0 && cl.State.Inflight.Len() >= int(rm) {
-			return ErrClientBusy
+			return false, ErrClientBusy
 		}
 		id, err := cl.NextPacketID()
 		if err != nil {
-			return fmt.Errorf("allocate packet identifier: %w", err)
+			return false, fmt.Errorf("allocate packet identifier: %w", err)
 		}
 		pk.PacketID = uint16(id)
+		// Before the write: the PUBACK may arrive before WritePacket
+		// returns. A nil acked also clears what an earlier message with
+		// this packet identifier left.
+		c.setAck(pk.PacketID, acked)
 		if cl.State.Inflight.Set(pk) {
 			atomic.AddInt64(&s.broker.Info.Inflight, 1)
 		}
 		cl.State.Inflight.DecreaseSendQuota() // the broker's PUBACK processing gives it back
 	}
 	if err := cl.WritePacket(pk); err != nil {
-		if qos > 0 && cl.State.Inflight.Delete(pk.PacketID) {
-			atomic.AddInt64(&s.broker.Info.Inflight, -1)
-			cl.State.Inflight.IncreaseSendQuota()
+		if qos > 0 {
+			c.setAck(pk.PacketID, nil)
+			if cl.State.Inflight.Delete(pk.PacketID) {
+				atomic.AddInt64(&s.broker.Info.Inflight, -1)
+				cl.State.Inflight.IncreaseSendQuota()
+			}
 		}
 		if cl.Closed() {
-			return ErrClientGone
+			return false, ErrClientGone
 		}
-		return fmt.Errorf("write PUBLISH to %s: %w", topic, err)
+		return false, fmt.Errorf("write PUBLISH to %s: %w", topic, err)
 	}
-	return nil
+	return qos > 0 && acked != nil, nil
+}
+
+// setAck sets (or, with a nil f, clears) the acknowledgement callback of
+// an outgoing QoS 1 packet identifier.
+func (c *conn) setAck(id uint16, f func()) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if f == nil {
+		delete(c.acks, id)
+		return
+	}
+	if c.acks == nil {
+		c.acks = map[uint16]func(){}
+	}
+	c.acks[id] = f
+}
+
+// takeAck returns and clears the callback of a packet identifier.
+func (c *conn) takeAck(id uint16) func() {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	f := c.acks[id]
+	delete(c.acks, id)
+	return f
 }
 
 // grantedQoS returns the highest QoS among the client's subscriptions that

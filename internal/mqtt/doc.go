@@ -12,6 +12,13 @@
 // chain to DPS with each request, and the hub realm authenticates its own
 // clients.
 //
+// Realms send through their Peer, which can report the client's PUBACK of
+// a QoS 1 message (Peer.PublishAcked): the hub completes a cloud-to-device
+// message only then. A hub client's persistent session (clean session 0)
+// keeps its subscriptions, which are handed to the new connection's realm
+// session, but not its in-flight messages: the realm sends again what was
+// not acknowledged.
+//
 // The package imports no SQL driver; of the domain it uses only the
 // transport-facing types of provision (DPS), hub and hubauth (the hub realm).
 package mqtt

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
+	"sync/atomic"
 
 	cmqtt "github.com/wind-c/comqtt/v2/mqtt"
 	"github.com/wind-c/comqtt/v2/mqtt/packets"
@@ -23,7 +25,8 @@ func (h *hook) ID() string { return "muster-realms" }
 func (h *hook) Provides(b byte) bool {
 	switch b {
 	case cmqtt.OnPacketRead, cmqtt.OnConnectAuthenticate, cmqtt.OnACLCheck,
-		cmqtt.OnPublish, cmqtt.OnPublished, cmqtt.OnDisconnect:
+		cmqtt.OnPublish, cmqtt.OnPublished, cmqtt.OnDisconnect,
+		cmqtt.OnSessionEstablish, cmqtt.OnSessionEstablished, cmqtt.OnQosComplete:
 		return true
 	}
 	return false
@@ -156,6 +159,56 @@ func (s *Server) authenticate(c *conn, cl *cmqtt.Client, pk packets.Packet) bool
 	sess.hub = hs
 	c.sess.Store(sess)
 	return true
+}
+
+// OnSessionEstablish runs right before the broker lets a client inherit
+// the persistent session of its client ID. A hub client inherits no
+// in-flight messages, which the broker would resend: the hub tracks the
+// delivery of what it sends itself (and sends unacknowledged
+// cloud-to-device messages again from its queue), and the PUBACK of a
+// resent copy would reach no realm.
+func (h *hook) OnSessionEstablish(cl *cmqtt.Client, _ packets.Packet) {
+	if sess := sessionOf(cl); sess == nil || sess.hub == nil {
+		return
+	}
+	if old, ok := h.s.broker.Clients.Get(cl.ID); ok && old != cl {
+		old.ClearInflights(math.MaxInt64, 0)
+	}
+}
+
+// OnSessionEstablished hands the subscriptions a hub client's persistent
+// session inherited (clean session 0: the client need not subscribe
+// again) to its realm session, as if the client had just made them, so
+// that what they start (C2D delivery, desired notifications, direct
+// methods) runs for this connection too; a subscription the session
+// refuses now is dropped.
+func (h *hook) OnSessionEstablished(cl *cmqtt.Client, _ packets.Packet) {
+	sess := sessionOf(cl)
+	if sess == nil || sess.hub == nil {
+		return
+	}
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if sess.hub.Allow(filter, false) {
+			continue
+		}
+		cl.State.Subscriptions.Delete(filter)
+		if removed, _ := h.s.broker.Topics.Unsubscribe(filter, cl.ID); removed {
+			atomic.AddInt64(&h.s.broker.Info.Subscriptions, -1)
+		}
+	}
+}
+
+// OnQosComplete passes a client's PUBACK to the sender of the message
+// (Peer.PublishAcked).
+func (h *hook) OnQosComplete(cl *cmqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type != packets.Puback {
+		return
+	}
+	if c := connOf(cl); c != nil {
+		if acked := c.takeAck(pk.PacketID); acked != nil {
+			acked()
+		}
+	}
 }
 
 // OnACLCheck lets a DPS client subscribe to $dps/registrations/res/# only

@@ -64,7 +64,14 @@ func (c hubClient) Send(topic string, payload []byte, qos byte) error {
 	return c.p.Publish(topic, payload, qos)
 }
 
+// SendAcked makes C2D delivery complete on the device's PUBACK.
+func (c hubClient) SendAcked(topic string, payload []byte, qos byte, acked func()) (bool, error) {
+	return c.p.PublishAcked(topic, payload, qos, acked)
+}
+
 func (c hubClient) Disconnect() { c.p.Disconnect() }
+
+var _ hub.AckingClient = hubClient{}
 
 // hubRealmSession carries one hub session.
 type hubRealmSession struct {

@@ -50,6 +50,14 @@ type Peer interface {
 	// matches topic and ErrClientGone once the connection has ended. It
 	// may be called only after Realm.Connect has returned.
 	Publish(topic string, payload []byte, qos byte) error
+	// PublishAcked publishes like Publish and, when the message goes at
+	// QoS 1 and acked is not nil, calls acked once when the client's PUBACK
+	// for it arrives on this connection; tracked reports whether it will.
+	// acked runs on the connection's read loop and must not block. It is
+	// never called when the connection ends first (an unacknowledged
+	// message is the realm's to send again on a later connection: the
+	// broker does not resend a hub client's in-flight messages).
+	PublishAcked(topic string, payload []byte, qos byte, acked func()) (tracked bool, err error)
 	// Disconnect closes the connection.
 	Disconnect()
 }

@@ -486,6 +486,12 @@ type conn struct {
 
 	client atomic.Pointer[cmqtt.Client]
 	sess   atomic.Pointer[session]
+
+	// acks are the callbacks of outgoing QoS 1 messages whose sender wants
+	// to know of the client's PUBACK, by packet identifier (deliverAcked,
+	// hook.OnQosComplete).
+	ackMu sync.Mutex
+	acks  map[uint16]func()
 }
 
 // RemoteAddr names the peer as the caller told it (ServeConn's remoteAddr).
@@ -529,6 +535,13 @@ func (p *peer) Publish(topic string, payload []byte, qos byte) error {
 		return ErrServerClosed
 	}
 	return p.s.deliver(p.cl, topic, payload, qos)
+}
+
+func (p *peer) PublishAcked(topic string, payload []byte, qos byte, acked func()) (bool, error) {
+	if p.s.isClosed() {
+		return false, ErrServerClosed
+	}
+	return p.s.deliverAcked(p.cl, topic, payload, qos, acked)
 }
 
 func (p *peer) Disconnect() { p.s.disconnect(p.cl, packets.ErrAdministrativeAction) }

@@ -325,6 +325,7 @@ module.exports = {
   deriveGroupKey,
   describeError,
   loadConfig,
+  newAgent,
   newServiceClient,
   randomKey,
   readCA,

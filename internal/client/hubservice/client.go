@@ -102,8 +102,9 @@ func New(opts Options) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.hc == nil {
-		// Long polls answer within MaxPollWait; the header timeout leaves room.
-		c.hc = svcconn.NewHTTPClient(cs.HostName, opts.RootCAs, svcconn.HTTPOptions{DialTimeout: 30 * time.Second, ResponseHeaderTimeout: MaxPollWait + 2*time.Minute})
+		// Long polls answer within MaxPollWait, direct methods within
+		// MaxMethodWait; the header timeout leaves room.
+		c.hc = svcconn.NewHTTPClient(cs.HostName, opts.RootCAs, svcconn.HTTPOptions{DialTimeout: 30 * time.Second, ResponseHeaderTimeout: max(MaxPollWait, MaxMethodWait) + 2*time.Minute})
 	}
 	return c, nil
 }
@@ -124,6 +125,10 @@ type request struct {
 	query   url.Values
 	body    any // JSON-encoded when not nil
 	ifMatch string
+	// raw, when not nil, is sent as the body as it is (body must be
+	// nil), and header adds request headers (C2D message properties).
+	raw    []byte
+	header http.Header
 }
 
 // response is what a successful call returned.
@@ -174,6 +179,9 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 		}
 		body = bytes.NewReader(b)
 	}
+	if r.raw != nil {
+		body = bytes.NewReader(r.raw)
+	}
 	u := c.url(r.segs, r.query)
 	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
 	if err != nil {
@@ -187,6 +195,11 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	}
 	if r.ifMatch != "" {
 		req.Header.Set("If-Match", quoteETag(r.ifMatch))
+	}
+	for k, vs := range r.header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -326,7 +339,10 @@ func (c *Client) DeleteDevice(ctx context.Context, deviceID, etag string) error 
 // Twin is a device twin as the hub service API shows it: the twin joined
 // with its device identity.
 type Twin struct {
-	DeviceID           string                  `json:"deviceId"`
+	DeviceID string `json:"deviceId"`
+	// ModuleID is set on module twins, which have no capabilities and
+	// scopes.
+	ModuleID           string                  `json:"moduleId,omitempty"`
 	ETag               string                  `json:"etag"`
 	DeviceETag         string                  `json:"deviceEtag"`
 	Status             string                  `json:"status"`

@@ -84,6 +84,12 @@ func newTestHub(t *testing.T) *testHub {
 	if err := a.MountTelemetry(hubName, events); err != nil {
 		t.Fatal(err)
 	}
+	if err := a.MountHubModules(reg, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.MountHubModuleTwins(reg); err != nil {
+		t.Fatal(err)
+	}
 	th := &testHub{t: t, inst: inst, reg: reg, events: events, roots: x509.NewCertPool()}
 	th.roots.AddCert(inst.CA)
 	th.srv = httptest.NewUnstartedServer(a)

@@ -1,0 +1,220 @@
+package hub
+
+// This file relays changes between the instances of one hub that share a
+// store (several `muster serve` on one PostgreSQL database). A session
+// lives on one instance, but the write that concerns it (a desired-property
+// patch, a C2D message, a disable or a delete) may arrive on another. The
+// instance that made the write appends a small entry to a shared durable
+// stream (ChangeStream) after the write commits; every instance follows
+// the stream and does, for its own sessions, what the writing instance did
+// for its own: wake the desired-property watchers, wake the C2D receivers,
+// end the sessions of a revoked device.
+//
+// The entries are hints, not data: a woken watcher reads the stored twin
+// and sends only what is newer than what it sent, a woken C2D receiver
+// reads the stored queue. A lost or duplicated hint therefore costs at most
+// a delay (until the device's next reconnect or the C2D sweep) or a
+// redundant read, never a wrong message. Followers are woken by the
+// store's StreamNotifier when it has one (PostgreSQL relays appends of
+// other instances with LISTEN/NOTIFY) and poll every ChangePollInterval in
+// any case, which bounds the delay when a notification is lost or the
+// engine has none.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+
+	"github.com/muster-iot/muster/internal/store"
+)
+
+// ChangeStream is the stream the instances of a hub exchange change hints
+// on.
+const ChangeStream = "$hub.changes"
+
+// Timing of the change relay.
+const (
+	// ChangePollInterval bounds how long a follower waits before it reads
+	// the stream again without a wake-up.
+	ChangePollInterval = time.Second
+	// ChangeRetention is how long hints are kept; they are only useful to
+	// followers that are running, so a short tail suffices.
+	ChangeRetention = 10 * time.Minute
+	// changeTrimInterval is how often a follower trims the stream.
+	changeTrimInterval = time.Minute
+	// changePublishTimeout bounds one append of a hint.
+	changePublishTimeout = 10 * time.Second
+)
+
+// Kinds of change hints.
+const (
+	changeDesired = "desired" // Key/Sub's desired properties may have changed
+	changeRevoked = "revoked" // Key was disabled or deleted: end its sessions
+	changeC2D     = "c2d"     // Key's C2D queue may hold messages
+)
+
+// changeDoc is the document of one hint.
+type changeDoc struct {
+	Kind string `json:"kind"`
+	// Origin is the relay that appended the hint; it skips its own.
+	Origin string `json:"origin"`
+	Why    string `json:"why,omitempty"`
+}
+
+// changeRelay appends and follows hints; a nil *changeRelay does nothing
+// (a hub alone on its store).
+type changeRelay struct {
+	streams store.Streams
+	notify  store.StreamNotifier // nil: poll only
+	origin  string
+	svc     *Service
+}
+
+// newChangeRelay returns the relay of svc over streams, or nil when
+// streams is nil.
+func newChangeRelay(svc *Service, streams store.Streams) *changeRelay {
+	if streams == nil {
+		return nil
+	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	r := &changeRelay{streams: streams, origin: hex.EncodeToString(b), svc: svc}
+	if n, ok := streams.(store.StreamNotifier); ok {
+		r.notify = n
+	}
+	return r
+}
+
+// publish appends one hint. It runs after the write it announces has
+// committed; a failure is logged, as the write itself stands: other
+// instances then learn of it only at the device's next connection (or the
+// next C2D sweep).
+func (r *changeRelay) publish(kind, deviceID, moduleID, why string) {
+	if r == nil {
+		return
+	}
+	doc, err := json.Marshal(changeDoc{Kind: kind, Origin: r.origin, Why: why})
+	if err != nil {
+		r.svc.log.Error("change hint not encoded", "kind", kind, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), changePublishTimeout)
+	defer cancel()
+	e := store.StreamEntry{Key: deviceID, Sub: moduleID, Time: r.svc.now().UTC(), Doc: doc}
+	if _, err := r.streams.AppendMessages(ctx, ChangeStream, []store.StreamEntry{e}); err != nil {
+		r.svc.log.Warn("change hint not shared with the other instances; their sessions learn of it when they reconnect",
+			"kind", kind, "deviceId", deviceID, "moduleId", moduleID, "err", err)
+	}
+}
+
+// run follows the stream from its current end until ctx ends, applying
+// the hints of other relays to this instance's sessions, and trims it.
+func (r *changeRelay) run(ctx context.Context) {
+	if r == nil {
+		return
+	}
+	if cursor, ok := r.tail(ctx); ok {
+		r.follow(ctx, cursor)
+	}
+}
+
+// follow applies the hints after seq cursor until ctx ends, and trims
+// the stream.
+func (r *changeRelay) follow(ctx context.Context, cursor int64) {
+	poll := time.NewTimer(ChangePollInterval)
+	defer poll.Stop()
+	trim := time.NewTicker(changeTrimInterval)
+	defer trim.Stop()
+	for {
+		var woke <-chan struct{}
+		if r.notify != nil {
+			woke = r.notify.StreamChanged(ChangeStream) // before reading: no append is missed
+		}
+		entries, err := r.streams.ReadMessages(ctx, ChangeStream, cursor, store.StreamFilter{}, store.MaxStreamReadLimit)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			r.svc.log.Warn("change hints not read; retrying", "after", cursor, "err", err)
+		default:
+			for _, e := range entries {
+				cursor = e.Seq
+				r.apply(e)
+			}
+			if len(entries) == store.MaxStreamReadLimit {
+				continue // more are waiting
+			}
+		}
+		if !poll.Stop() {
+			select {
+			case <-poll.C:
+			default:
+			}
+		}
+		poll.Reset(ChangePollInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-woke:
+		case <-poll.C:
+		case <-trim.C:
+			r.trim(ctx)
+		}
+	}
+}
+
+// tail returns the stream's last seq, retrying until it is read or ctx
+// ends (ok false).
+func (r *changeRelay) tail(ctx context.Context) (int64, bool) {
+	for {
+		st, err := r.streams.StreamInfo(ctx, ChangeStream)
+		if err == nil {
+			return st.LastSeq, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		r.svc.log.Warn("change hints: the stream's end not read; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(ChangePollInterval):
+		}
+	}
+}
+
+// trim drops hints older than ChangeRetention.
+func (r *changeRelay) trim(ctx context.Context) {
+	if _, err := r.streams.TrimStream(ctx, ChangeStream, store.Retention{Before: r.svc.now().Add(-ChangeRetention)}); err != nil && ctx.Err() == nil {
+		r.svc.log.Warn("change hints not trimmed", "err", err)
+	}
+}
+
+// apply does, for this instance's sessions, what the hint's origin did
+// for its own.
+func (r *changeRelay) apply(e store.StreamEntry) {
+	var d changeDoc
+	if err := json.Unmarshal(e.Doc, &d); err != nil {
+		r.svc.log.Warn("change hint skipped: undecodable", "seq", e.Seq, "err", err)
+		return
+	}
+	if d.Origin == r.origin {
+		return
+	}
+	switch d.Kind {
+	case changeDesired:
+		r.svc.wakeLocalWatchers(clientKey(e.Key, e.Sub))
+	case changeRevoked:
+		why := d.Why
+		if why == "" {
+			why = "the identity was revoked on another instance"
+		}
+		r.svc.disconnect(r.svc.live.revoke(e.Key, nil), why)
+	case changeC2D:
+		r.svc.c2dMayWait(e.Key)
+	default:
+		r.svc.log.Debug("change hint of an unknown kind skipped", "seq", e.Seq, "kind", d.Kind)
+	}
+}

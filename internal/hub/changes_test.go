@@ -1,0 +1,132 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/muster-iot/muster/internal/hubauth"
+	"github.com/muster-iot/muster/internal/registry"
+	"github.com/muster-iot/muster/internal/store"
+	"github.com/muster-iot/muster/internal/store/memstore"
+	"github.com/muster-iot/muster/internal/telemetry"
+)
+
+// twoInstances returns two hub services with their own registries and
+// authenticators over one shared store, as two `muster serve` on one
+// database; both relay changes through it. b follows the change stream
+// from its current end once twoInstances returns.
+func twoInstances(t *testing.T) (a, b *env) {
+	t.Helper()
+	st := memstore.New(100)
+	mk := func() *env {
+		reg := registry.New(testHub, st, testNow)
+		auth, err := hubauth.New(hubauth.Options{HubHostName: testHub, Identities: hubauth.NewRegistryIdentities(reg), Attempts: st, Now: testNow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, err := telemetry.NewEndpoint(st, telemetry.Options{Now: testNow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := New(Options{Registry: reg, Auth: auth, Telemetry: events, Now: testNow, Changes: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &env{st: st, reg: reg, events: events, svc: svc}
+	}
+	a, b = mk(), mk()
+	ctx, cancel := context.WithCancel(context.Background())
+	cursor, ok := b.svc.changes.tail(ctx)
+	if !ok {
+		t.Fatal("change stream end not read")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.svc.changes.follow(ctx, cursor)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return a, b
+}
+
+// TestChangesReachOtherInstance: a desired patch, a C2D message and a
+// delete made through instance a reach the session of instance b.
+func TestChangesReachOtherInstance(t *testing.T) {
+	a, b := twoInstances(t)
+	ctx := context.Background()
+	s, c := b.connect(t, "dev1")
+	if !s.Allow(DesiredFilter, false) {
+		t.Fatal("desired subscription refused")
+	}
+	if !s.Allow(deviceboundPrefix("dev1")+"#", false) {
+		t.Fatal("C2D subscription refused")
+	}
+
+	if _, err := a.svc.PatchTwin(ctx, "dev1", registry.TwinUpdate{Desired: json.RawMessage(`{"interval":7}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	got := c.next(t)
+	want := sent{Topic: "$iothub/twin/PATCH/properties/desired/?$version=2", Payload: `{"interval":7,"$version":2}`, QoS: 1}
+	if got != want {
+		t.Fatalf("desired notification on the other instance = %+v; want %+v", got, want)
+	}
+
+	if _, err := a.svc.SendCloudMessage(ctx, "dev1", CloudMessage{Body: []byte("hello b")}); err != nil {
+		t.Fatal(err)
+	}
+	got = c.next(t)
+	if !strings.HasPrefix(got.Topic, deviceboundPrefix("dev1")) || got.Payload != "hello b" {
+		t.Fatalf("C2D message on the other instance = %+v", got)
+	}
+
+	if err := a.svc.RemoveDevice(ctx, "dev1", ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.disconnected:
+	case <-time.After(waitLimit):
+		t.Fatalf("the session on the other instance was not ended within %v after the delete", waitLimit)
+	}
+
+	// Every hint is one entry of the shared stream, tagged with its origin.
+	entries, err := a.st.ReadMessages(ctx, ChangeStream, 0, store.StreamFilter{Key: "dev1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range entries {
+		var d changeDoc
+		if err := json.Unmarshal(e.Doc, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Origin != a.svc.changes.origin {
+			t.Fatalf("hint %s from origin %q; want a's %q", e.Doc, d.Origin, a.svc.changes.origin)
+		}
+		kinds = append(kinds, d.Kind)
+	}
+	if strings.Join(kinds, ",") != "desired,c2d,revoked" {
+		t.Fatalf("hints = %v; want desired, c2d, revoked", kinds)
+	}
+}
+
+// TestChangesWithoutStore: a hub without Options.Changes appends no hints.
+func TestChangesWithoutStore(t *testing.T) {
+	e := newEnv(t)
+	e.connect(t, "dev1")
+	if _, err := e.svc.PatchTwin(context.Background(), "dev1", registry.TwinUpdate{Desired: json.RawMessage(`{"x":1}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.st.StreamInfo(context.Background(), ChangeStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LastSeq != 0 || e.svc.changes != nil {
+		t.Fatalf("change stream %+v, relay %v; want none", info, e.svc.changes)
+	}
+}
