@@ -29,6 +29,7 @@ func newBenchCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	cmd.AddCommand(newBenchRegisterCmd())
+	cmd.AddCommand(newBenchHubCmd())
 	return cmd
 }
 
@@ -46,6 +47,7 @@ type benchRegisterFlags struct {
 	quiet          bool
 	idScope        string
 	deviceEndpoint string
+	targets        []string
 }
 
 // newBenchRegisterCmd builds `muster bench register`.
@@ -107,6 +109,7 @@ side also needs --id-scope (and --device-endpoint when it differs from
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines on stderr")
 	fl.StringVar(&f.idScope, "id-scope", "", "ID scope of the server (default: from endpoints.json)")
 	fl.StringVar(&f.deviceEndpoint, "device-endpoint", "", "DPS device endpoint host:port (default: from endpoints.json, else --server)")
+	fl.StringArrayVar(&f.targets, "target", nil, "DPS device endpoint host:port of one instance (repeatable): devices are spread round-robin over the instances of one service sharing a database; replaces --device-endpoint")
 	return cmd
 }
 
@@ -129,9 +132,20 @@ func runBenchRegister(cmd *cobra.Command, f benchRegisterFlags) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if len(f.targets) > 0 && f.deviceEndpoint != "" {
+		return errors.New("--target and --device-endpoint: give one or the other")
+	}
+	for _, t := range f.targets {
+		if strings.TrimSpace(t) == "" {
+			return errors.New("--target: empty address; give host:port")
+		}
+	}
 	srv, err := c.benchServer(f.idScope, f.deviceEndpoint)
 	if err != nil {
 		return err
+	}
+	if len(f.targets) > 0 {
+		srv.DeviceEndpoint, srv.MoreDeviceEndpoints = f.targets[0], f.targets[1:]
 	}
 	if !f.quiet {
 		cfg.Progress = c.stderr

@@ -75,6 +75,10 @@ type Server struct {
 	Service *dpsservice.Client
 	// DeviceEndpoint is its DPS device endpoint, host:port.
 	DeviceEndpoint string
+	// MoreDeviceEndpoints are the DPS device endpoints of further
+	// instances of the same service (sharing its database): devices are
+	// spread round-robin over DeviceEndpoint and these (pgspread.go).
+	MoreDeviceEndpoints []string
 	// IDScope is its ID scope.
 	IDScope string
 	// RootCAs verifies its TLS certificate; nil means the system pool.
@@ -371,15 +375,20 @@ func (r *runner) devices(mode string) int {
 	return DefaultDevices(mode)
 }
 
-func (r *runner) deviceClient() (*dpsclient.Client, error) {
-	cl, err := dpsclient.New(dpsclient.Options{
-		Endpoint: r.srv.DeviceEndpoint, IDScope: r.srv.IDScope, Transport: dpsclient.TransportHTTPS, RootCAs: r.srv.RootCAs,
-		PollImmediately: true, RequestTimeout: r.cfg.Timeout,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create the device client: %w", err)
+func (r *runner) deviceClient() (*spreadClient, error) {
+	var sc spreadClient
+	for _, ep := range append([]string{r.srv.DeviceEndpoint}, r.srv.MoreDeviceEndpoints...) {
+		cl, err := dpsclient.New(dpsclient.Options{
+			Endpoint: ep, IDScope: r.srv.IDScope, Transport: dpsclient.TransportHTTPS, RootCAs: r.srv.RootCAs,
+			PollImmediately: true, RequestTimeout: r.cfg.Timeout,
+		})
+		if err != nil {
+			sc.Close()
+			return nil, fmt.Errorf("create the device client of %s: %w", ep, err)
+		}
+		sc.clients = append(sc.clients, cl)
 	}
-	return cl, nil
+	return &sc, nil
 }
 
 // putGroup creates an enrollment group and arranges its deletion.
@@ -474,7 +483,7 @@ func (r *runner) symmetric(ctx context.Context) (*ModeReport, error) {
 	res, err := r.load(ModeSymmetric+" registrations", n, r.cfg.Duration).Run(ctx, func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
-		out, err := cl.Register(ctx, dpsclient.Device{RegistrationID: devs.ids[i], Credential: dpsclient.Credential{SymmetricKey: devs.keys[i]}})
+		out, err := cl.pick(i).Register(ctx, dpsclient.Device{RegistrationID: devs.ids[i], Credential: dpsclient.Credential{SymmetricKey: devs.keys[i]}})
 		if err != nil {
 			return err
 		}
@@ -535,7 +544,7 @@ func (r *runner) x509(ctx context.Context) (*ModeReport, error) {
 	res, err := r.load(ModeX509+" registrations", n, r.cfg.Duration).Run(ctx, func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
-		out, err := cl.Register(ctx, dpsclient.Device{RegistrationID: ids[i], Credential: dpsclient.Credential{Certificate: certs[i]}})
+		out, err := cl.pick(i).Register(ctx, dpsclient.Device{RegistrationID: ids[i], Credential: dpsclient.Credential{Certificate: certs[i]}})
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/muster-iot/muster/internal/bench"
+	"github.com/muster-iot/muster/internal/client/dpsservice"
+	"github.com/muster-iot/muster/internal/config"
+	"github.com/muster-iot/muster/internal/instance"
+	"github.com/muster-iot/muster/internal/store/postgres/pgtest"
+)
+
+// startPGBenchServer runs `muster serve` in-process on the PostgreSQL
+// database dsn, on loopback ports chosen by the kernel; it stops with the
+// benchmark.
+func startPGBenchServer(b *testing.B, dir, dsn string) instance.Endpoints {
+	b.Helper()
+	cfg := config.Defaults()
+	cfg.DataDir, cfg.HTTPSAddr, cfg.MQTTAddr, cfg.LogLevel, cfg.Store = dir, "127.0.0.1:0", "127.0.0.1:0", "error", dsn
+	if err := cfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan instance.Endpoints, 1)
+	go func() {
+		done <- serve(ctx, cfg, io.Discard, io.Discard, func(ep instance.Endpoints) { ready <- ep })
+	}()
+	b.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			b.Error("server did not stop within 30s")
+		}
+	})
+	select {
+	case ep := <-ready:
+		return ep
+	case err := <-done:
+		b.Fatalf("serve: %v", err)
+	case <-time.After(60 * time.Second):
+		b.Fatal("server did not start within 60s")
+	}
+	return instance.Endpoints{}
+}
+
+// BenchmarkRegisterPostgres registers b.N symmetric-key group devices
+// against one and against two in-process `muster serve` on one fresh
+// PostgreSQL schema of TEST_PG_DSN (skipped without), devices spread
+// round-robin over the instances. Its CPU profile shows where the time of a
+// registration on PostgreSQL goes; the load generator's goroutines carry
+// the pprof label muster.bench=load-generator:
+//
+//	go test ./cmd/muster -run '^$' -bench 'RegisterPostgres/instances=2' -benchtime 20000x -cpuprofile cpu.out
+//	go tool pprof -tagignore 'muster.bench=load-generator' -top -cum cpu.out
+//
+// Servers and load generator share one Go runtime here, so the rates are
+// lower than those of separate processes (`muster bench register --target`).
+func BenchmarkRegisterPostgres(b *testing.B) {
+	for _, n := range []int{1, 2} {
+		b.Run("instances="+strconv.Itoa(n), func(b *testing.B) {
+			dsn := pgtest.Schema(b)
+			dir := b.TempDir()
+			var eps []instance.Endpoints
+			for i := range n {
+				eps = append(eps, startPGBenchServer(b, filepath.Join(dir, strconv.Itoa(i)), dsn))
+			}
+			pem, err := os.ReadFile(eps[0].CACertFile)
+			if err != nil {
+				b.Fatal(err)
+			}
+			roots := x509.NewCertPool()
+			roots.AppendCertsFromPEM(pem)
+			svc, err := dpsservice.New(dpsservice.Options{ConnectionString: eps[0].DPSServiceConnectionString, Server: eps[0].HTTPSAddr, RootCAs: roots})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := bench.Server{Service: svc, DeviceEndpoint: eps[0].DPSDeviceEndpoint, IDScope: eps[0].IDScope, RootCAs: roots}
+			for _, ep := range eps[1:] {
+				srv.MoreDeviceEndpoints = append(srv.MoreDeviceEndpoints, ep.DPSDeviceEndpoint)
+			}
+			cfg := bench.Config{Modes: []string{bench.ModeSymmetric}, Devices: b.N, Concurrency: bench.DefaultConcurrency, Duration: bench.MaxWindow, SkipCeilings: true}
+			b.ResetTimer()
+			rep, err := bench.Run(context.Background(), srv, cfg)
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := rep.Modes[0]
+			if m.Errors != 0 {
+				b.Fatalf("%d registrations failed: %v", m.Errors, m.ErrorSamples)
+			}
+			b.ReportMetric(m.Window.RatePerSecond, "reg/s")
+			b.ReportMetric(m.Window.LatencyMs.P50, "p50-ms")
+			b.ReportMetric(m.Window.LatencyMs.P99, "p99-ms")
+		})
+	}
+}
