@@ -25,6 +25,8 @@ type initOptions struct {
 	transport                string
 	reprovisioning           string
 	hostname, homedir        string
+	hubMQTTPort, hubHTTPS    int
+	edgeHubAddress           string
 	configFile               string
 	force                    bool
 	installService           bool
@@ -80,6 +82,9 @@ in a key file under homedir. The configuration is written like
 	f.StringVar(&o.reprovisioning, "auto-reprovisioning-mode", config.ReprovisionDynamic, "Dynamic, AlwaysOnStartup or OnErrorOnly")
 	f.StringVar(&o.hostname, "hostname", "", "the edge device's host name (default: the machine's)")
 	f.StringVar(&o.homedir, "homedir", config.DefaultHomedir(), "the runtime's state directory")
+	f.IntVar(&o.hubMQTTPort, "iothub-mqtt-port", 0, fmt.Sprintf("the assigned hub's MQTT port (default %d; Muster: the port of endpoints.json mqttAddr)", config.DefaultHubMQTTPort))
+	f.IntVar(&o.hubHTTPS, "iothub-https-port", 0, fmt.Sprintf("the assigned hub's HTTPS port (default %d; Muster: the port of endpoints.json httpsAddr)", config.DefaultHubHTTPSPort))
+	f.StringVar(&o.edgeHubAddress, "edge-hub-address", "", fmt.Sprintf("host:port the local edge hub listens on for modules (default %s; port 0 picks a free one)", config.DefaultEdgeHubAddress))
 	f.StringVar(&o.configFile, "config-file", config.DefaultConfigPath(), "where the runtime reads its configuration")
 	f.BoolVar(&o.force, "force", false, "overwrite an existing configuration file")
 	f.BoolVar(&o.installService, "install-service", false, "then install the runtime's system service and start it (restart it when installed)")
@@ -148,6 +153,12 @@ func (o *initOptions) config() (*config.Config, error) {
 			Attestation:    a,
 		},
 	}
+	if o.hubMQTTPort != 0 || o.hubHTTPS != 0 {
+		c.IoTHub = &config.IoTHub{MQTTPort: o.hubMQTTPort, HTTPSPort: o.hubHTTPS}
+	}
+	if o.edgeHubAddress != "" {
+		c.EdgeHub = &config.EdgeHub{ListenAddress: o.edgeHubAddress}
+	}
 	if o.homedir != "" {
 		abs, err := filepath.Abs(o.homedir)
 		if err != nil {
@@ -210,6 +221,12 @@ func flagOfKey(key string) string {
 		return "--hostname"
 	case "homedir":
 		return "--homedir"
+	case "iothub.mqtt_port":
+		return "--iothub-mqtt-port"
+	case "iothub.https_port":
+		return "--iothub-https-port"
+	case "edge_hub.listen_address":
+		return "--edge-hub-address"
 	}
 	return ""
 }

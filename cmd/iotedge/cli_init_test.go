@@ -160,6 +160,32 @@ func TestInit(t *testing.T) {
 			},
 		},
 		{
+			name: "hub ports and edge hub address",
+			args: func(cfg, home string) []string {
+				return []string{"init", "--dps-symmetric-key", "--scope-id", scope, "--registration-id", "edge-ports",
+					"--symmetric-key", symKey, "--global-endpoint", "localhost:18443", "--iothub-mqtt-port", "18883",
+					"--iothub-https-port", "18443", "--edge-hub-address", "127.0.0.1:0", "--config-file", cfg, "--homedir", home}
+			},
+			want: want{
+				toml:     []string{"[iothub]", "mqtt_port = 18883", "https_port = 18443", "[edge_hub]", "listen_address = '127.0.0.1:0'"},
+				keyFile:  []byte("a device key derived from a group"),
+				regID:    "edge-ports",
+				endpoint: "localhost:18443",
+			},
+		},
+		{
+			name: "bad hub port and edge hub address name their flags",
+			args: func(cfg, home string) []string {
+				return []string{"init", "--dps-symmetric-key", "--scope-id", scope, "--registration-id", "edge-ports",
+					"--symmetric-key", symKey, "--global-endpoint", "localhost:18443", "--iothub-https-port", "-1",
+					"--edge-hub-address", "nowhere", "--config-file", cfg, "--homedir", home}
+			},
+			want: want{errContain: []string{
+				"--edge-hub-address (edge_hub.listen_address): \"nowhere\" is not host:port",
+				"--iothub-https-port (iothub.https_port): -1 is not a TCP port",
+			}},
+		},
+		{
 			name: "mismatched key is refused naming the file",
 			args: func(cfg, home string) []string {
 				return []string{"init", "--dps-x509", "--scope-id", scope, "--x509-identity-certificate", d.chain,

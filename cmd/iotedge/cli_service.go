@@ -73,16 +73,6 @@ func (platformServices) Run(name string, run func(ctx context.Context) error, lo
 // cancelled, reading its configuration from configFile.
 type daemonFunc func(ctx context.Context, log *slog.Logger, configFile string) error
 
-// awaitStop stands in for the edge daemon, which the edge runtime issue
-// delivers: it says so and keeps the service up until it is stopped, so
-// that installing, starting, stopping and the service manager's view of
-// the service work end to end meanwhile.
-func awaitStop(ctx context.Context, log *slog.Logger, configFile string) error {
-	log.Warn("daemon not yet implemented: the service runs no modules and waits to be stopped", "config_file", configFile)
-	<-ctx.Done()
-	return nil
-}
-
 // installConfig describes the service to install: running exe with
 // configFile made absolute, since the service does not start in the
 // installer's working directory.
@@ -295,22 +285,22 @@ type statusSection struct {
 	rows  []statusRow
 }
 
-// statusSource produces one section of `iotedge system status`. The
-// runtime's service is the first; the daemon's module states will be the
-// next.
-type statusSource func(ctx context.Context) statusSection
+// statusSource produces sections of `iotedge system status`: the
+// runtime's service as the service manager sees it, then the daemon's own
+// view (provisioning, hub links, modules).
+type statusSource func(ctx context.Context) []statusSection
 
 // serviceStatusSource reports the runtime's service as the service
 // manager sees it; a failure to ask becomes the row's state, as upstream
 // shows "Down - <cause>".
 func serviceStatusSource(svcs services) statusSource {
-	return func(ctx context.Context) statusSection {
+	return func(ctx context.Context) []statusSection {
 		st, err := svcs.Status(ctx, serviceName)
 		state := string(st)
 		if err != nil {
 			state = string(platform.StateUnknown) + " - " + err.Error()
 		}
-		return statusSection{title: "System services", rows: []statusRow{{serviceName, state}}}
+		return []statusSection{{title: "System services", rows: []statusRow{{serviceName, state}}}}
 	}
 }
 
@@ -333,36 +323,48 @@ func writeStatus(w io.Writer, sections []statusSection, hint string) error {
 
 // newSystemCmd builds `iotedge system`: the runtime's service as a whole.
 func newSystemCmd(stdout io.Writer, svcs services) *cobra.Command {
+	return newSystemCmdWith(stdout, svcs, connectSocket)
+}
+
+// newSystemCmdWith is newSystemCmd reaching the daemon through connect.
+func newSystemCmdWith(stdout io.Writer, svcs services, connect connectFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "system",
-		Short: "Show, restart and stop the runtime's system service",
+		Short: "Show, restart, reprovision and stop the runtime, and show its log",
 		Args:  cobra.NoArgs,
 	}
-	sources := []statusSource{serviceStatusSource(svcs)}
-	cmd.AddCommand(
-		&cobra.Command{
-			Use:   "status",
-			Short: "Show the runtime's services and their states",
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				sections := make([]statusSection, 0, len(sources))
-				for _, src := range sources {
-					sections = append(sections, src(cmd.Context()))
-				}
-				return writeStatus(stdout, sections, logsHint)
-			},
+	var statusFlags, restartFlags runtimeFlags
+	sources := []statusSource{serviceStatusSource(svcs), daemonStatusSource(&statusFlags, connect)}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the runtime's service, its links to the hub and its modules",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var sections []statusSection
+			for _, src := range sources {
+				sections = append(sections, src(cmd.Context())...)
+			}
+			return writeStatus(stdout, sections, logsHint)
 		},
-		&cobra.Command{
-			Use:   "restart",
-			Short: "Stop the runtime's service, then start it",
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				if err := stopService(cmd.Context(), stdout, svcs); err != nil {
-					return err
-				}
-				return startService(cmd.Context(), stdout, svcs)
-			},
+	}
+	statusFlags.register(status)
+	restart := &cobra.Command{
+		Use:   "restart",
+		Short: "Stop the runtime's service, then start it (without a service manager: restart the daemon)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := svcs.Status(cmd.Context(), serviceName)
+			if errors.Is(err, platform.ErrNoServiceManager) || (err == nil && st == platform.StateNotInstalled) {
+				return restartViaDaemon(cmd.Context(), stdout, &restartFlags, connect)
+			}
+			if err := stopService(cmd.Context(), stdout, svcs); err != nil {
+				return err
+			}
+			return startService(cmd.Context(), stdout, svcs)
 		},
+	}
+	restartFlags.register(restart)
+	cmd.AddCommand(status, restart, newSystemLogsCmd(stdout), newReprovisionCmd(stdout, connect),
 		&cobra.Command{
 			Use:   "stop",
 			Short: "Stop the runtime's service",

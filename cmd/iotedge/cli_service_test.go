@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/muster-iot/muster/internal/edge/config"
+	"github.com/muster-iot/muster/internal/edge/mgmt"
 	"github.com/muster-iot/muster/internal/platform"
 )
 
@@ -63,8 +64,26 @@ func (f *fakeServices) Run(name string, run func(ctx context.Context) error, log
 	return run(ctx)
 }
 
-// runService runs the iotedge command line with svcs and daemon, returning
-// standard output and standard error.
+// idleDaemon stands in for the edge daemon: it waits to be stopped.
+func idleDaemon(ctx context.Context, _ *slog.Logger, _ string) error {
+	<-ctx.Done()
+	return nil
+}
+
+// noDaemon is a management API nobody answers on.
+type noDaemon struct{ runtimeAPI }
+
+func (noDaemon) Status(context.Context) (mgmt.Status, error) {
+	return mgmt.Status{}, fmt.Errorf("%w (no answer on /test/mgmt.sock)", mgmt.ErrNotRunning)
+}
+
+func (noDaemon) Restart(context.Context) error {
+	return fmt.Errorf("%w (no answer on /test/mgmt.sock)", mgmt.ErrNotRunning)
+}
+
+// runService runs the iotedge command line with svcs and daemon (and no
+// daemon answering on the management socket), returning standard output
+// and standard error.
 func runService(t *testing.T, svcs services, daemon daemonFunc, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
@@ -75,7 +94,7 @@ func runService(t *testing.T, svcs services, daemon daemonFunc, args ...string) 
 			root.RemoveCommand(c)
 		}
 	}
-	root.AddCommand(newServiceCmd(&stdout, svcs, daemon), newSystemCmd(&stdout, svcs))
+	root.AddCommand(newServiceCmd(&stdout, svcs, daemon), newSystemCmdWith(&stdout, svcs, func(string) runtimeAPI { return noDaemon{} }))
 	root.SetArgs(args)
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)
@@ -102,11 +121,12 @@ func TestSystemStatus(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeServices{state: tc.state, errs: map[string]error{"status iotedge": tc.err}}
-			out, _, err := runService(t, f, awaitStop, "system", "status")
+			out, _, err := runService(t, f, idleDaemon, "system", "status")
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := "System services:\n" + tc.want + "\n" + logsHint + "\n"
+			want := "System services:\n" + tc.want + "\n" +
+				"Runtime:\n    daemon                  Down - the iotedge daemon is not running (no answer on /test/mgmt.sock)\n\n" + logsHint + "\n"
 			if diff := cmp.Diff(want, out); diff != "" {
 				t.Errorf("output (-want +got):\n%s", diff)
 			}
@@ -144,14 +164,22 @@ func TestSystemRestartAndStop(t *testing.T) {
 			name:      "restart",
 			args:      []string{"system", "restart"},
 			wantOut:   "Stopping iotedge...Stopped!\nStarting iotedge...Started!\n",
-			wantCalls: []string{"stop iotedge", "start iotedge"},
+			wantCalls: []string{"status iotedge", "stop iotedge", "start iotedge"},
+		},
+		{
+			name:      "restart without a service manager restarts the daemon",
+			args:      []string{"system", "restart"},
+			errs:      map[string]error{"status iotedge": fmt.Errorf("query service iotedge: %w", platform.ErrNoServiceManager)},
+			wantOut:   "Restarting iotedge...Failed.\n",
+			wantCalls: []string{"status iotedge"},
+			wantErr:   "the iotedge daemon is not running (no answer on /test/mgmt.sock)",
 		},
 		{
 			name:      "restart of a missing service",
 			args:      []string{"system", "restart"},
 			errs:      map[string]error{"stop iotedge": notInstalled},
 			wantOut:   "Stopping iotedge...Failed.\n",
-			wantCalls: []string{"stop iotedge"},
+			wantCalls: []string{"status iotedge", "stop iotedge"},
 			wantErr:   `stop service iotedge: service not installed; install it with "iotedge service install" or "iotedge init --install-service"`,
 		},
 		{
@@ -159,7 +187,7 @@ func TestSystemRestartAndStop(t *testing.T) {
 			args:      []string{"system", "restart"},
 			errs:      map[string]error{"start iotedge": errors.New("start service iotedge: the service stopped while starting")},
 			wantOut:   "Stopping iotedge...Stopped!\nStarting iotedge...Failed.\n",
-			wantCalls: []string{"stop iotedge", "start iotedge"},
+			wantCalls: []string{"status iotedge", "stop iotedge", "start iotedge"},
 			wantErr:   "start service iotedge: the service stopped while starting",
 		},
 		{
@@ -186,7 +214,7 @@ func TestSystemRestartAndStop(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeServices{errs: tc.errs}
-			out, _, err := runService(t, f, awaitStop, tc.args...)
+			out, _, err := runService(t, f, idleDaemon, tc.args...)
 			gotErr := ""
 			if err != nil {
 				gotErr = err.Error()
@@ -271,7 +299,7 @@ func TestServiceInstallUninstall(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeServices{errs: tc.errs}
-			out, _, err := runService(t, f, awaitStop, tc.args...)
+			out, _, err := runService(t, f, idleDaemon, tc.args...)
 			gotErr := ""
 			if err != nil {
 				gotErr = err.Error()
@@ -321,26 +349,22 @@ func TestServiceRun(t *testing.T) {
 			t.Errorf("the daemon's log is not on standard error: %q", stderr)
 		}
 	})
-	t.Run("the placeholder says it is one and waits for the stop", func(t *testing.T) {
+	t.Run("the real daemon fails on a missing configuration, naming it", func(t *testing.T) {
 		f := &fakeServices{}
-		_, stderr, err := runService(t, f, awaitStop, "service", "run")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, want := range []string{"level=WARN", "daemon not yet implemented", "config_file=" + config.DefaultConfigPath()} {
-			if !strings.Contains(stderr, want) {
-				t.Errorf("standard error %q lacks %q", stderr, want)
-			}
+		missing := filepath.Join(t.TempDir(), "config.toml")
+		_, _, err := runService(t, f, runDaemon, "service", "run", "--config-file", missing)
+		if err == nil || !strings.Contains(err.Error(), missing) {
+			t.Errorf("error = %v, want one naming %s", err, missing)
 		}
 	})
 	t.Run("a run failure is the command's", func(t *testing.T) {
 		f := &fakeServices{errs: map[string]error{"run iotedge": errors.New("run service iotedge: boom")}}
-		if _, _, err := runService(t, f, awaitStop, "service", "run"); err == nil || err.Error() != "run service iotedge: boom" {
+		if _, _, err := runService(t, f, idleDaemon, "service", "run"); err == nil || err.Error() != "run service iotedge: boom" {
 			t.Errorf("error = %v", err)
 		}
 	})
 	t.Run("run is hidden", func(t *testing.T) {
-		out, _, err := runService(t, &fakeServices{}, awaitStop, "service", "--help")
+		out, _, err := runService(t, &fakeServices{}, idleDaemon, "service", "--help")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,8 +1,10 @@
-// Command iotedge is Muster's device-side runtime CLI: it writes the device
-// configuration (init, config apply), checks the device's setup (check), and
-// manages the iotedge OS service (service, system). The daemon that
-// provisions through DPS and runs modules is wired in by the edge issue; its
-// building blocks live under internal/edge.
+// Command iotedge is Muster's device-side runtime: it writes the device
+// configuration (init, config apply), checks the device's setup (check),
+// runs the edge daemon (daemon, and the OS service's hidden "service run",
+// wired through internal/edge/daemon), talks to the running daemon through
+// its management socket (list, logs, restart, system status, system
+// reprovision, system restart), shows the daemon's log (system logs) and
+// manages the iotedge OS service (service, system).
 package main
 
 import (
@@ -38,7 +40,8 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 	})
 	root.AddCommand(newInitCmd(stdout), newConfigCmd(stdout))
 	root.AddCommand(newCheckCmd(stdout))
-	root.AddCommand(newServiceCmd(stdout, platformServices{}, awaitStop), newSystemCmd(stdout, platformServices{}))
+	root.AddCommand(newServiceCmd(stdout, platformServices{}, runDaemon), newSystemCmd(stdout, platformServices{}))
+	root.AddCommand(newDaemonCmd(runDaemon), newListCmd(stdout, connectSocket), newLogsCmd(stdout, connectSocket), newRestartCmd(stdout, connectSocket))
 	return root
 }
 

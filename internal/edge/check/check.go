@@ -85,7 +85,8 @@ const (
 	// DefaultTimeout bounds each network operation of a check (upstream's
 	// cloud_timeout_sec default).
 	DefaultTimeout = 10 * time.Second
-	// DefaultHubPort is the hub's MQTT port.
+	// DefaultHubPort is the hub's standard MQTT port; the configuration's
+	// iothub.mqtt_port (Muster extension) overrides it.
 	DefaultHubPort = "8883"
 )
 
@@ -102,7 +103,8 @@ type Env struct {
 	// assignment's (upstream's --iothub-hostname). It may carry a port.
 	HubHostname string
 	// HubPort is the hub's MQTT port, used when the hub host name has no
-	// port; empty means DefaultHubPort.
+	// port; empty means the configuration's iothub.mqtt_port (Muster
+	// extension), which defaults to DefaultHubPort.
 	HubPort string
 	// ThirtyTwoBit makes the expiry check warn about certificates that
 	// expire after 2038-01-19T03:14:07Z, which software using a 32-bit
@@ -129,7 +131,6 @@ func NewEnv(configPath string) *Env {
 		ConfigPath:   configPath,
 		Timeout:      DefaultTimeout,
 		Now:          time.Now,
-		HubPort:      DefaultHubPort,
 		ThirtyTwoBit: strconv.IntSize == 32,
 	}
 }
@@ -141,9 +142,6 @@ func (env *Env) setDefaults() {
 	}
 	if env.Now == nil {
 		env.Now = time.Now
-	}
-	if env.HubPort == "" {
-		env.HubPort = DefaultHubPort
 	}
 }
 

@@ -79,11 +79,11 @@ func TestRunDefaultsAndTime(t *testing.T) {
 	if !r.Time.Equal(at) || r.ConfigPath != env.ConfigPath || r.Version != "1.2.3" {
 		t.Errorf("report header = %v %q %q", r.Time, r.ConfigPath, r.Version)
 	}
-	if env.Timeout != DefaultTimeout || env.HubPort != DefaultHubPort {
+	if env.Timeout != DefaultTimeout || env.HubPort != "" {
 		t.Errorf("defaults not applied: timeout %v, hub port %q", env.Timeout, env.HubPort)
 	}
 	n := NewEnv("/x.toml")
-	if n.ConfigPath != "/x.toml" || n.Timeout != DefaultTimeout || n.HubPort != DefaultHubPort || n.Now == nil {
+	if n.ConfigPath != "/x.toml" || n.Timeout != DefaultTimeout || n.HubPort != "" || n.Now == nil {
 		t.Errorf("NewEnv = %+v", n)
 	}
 }

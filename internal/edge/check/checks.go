@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -440,7 +441,12 @@ func checkHub(ctx context.Context, env *Env) Result {
 	}
 	addr := host
 	if _, _, err := net.SplitHostPort(host); err != nil {
-		addr = net.JoinHostPort(strings.Trim(host, "[]"), env.HubPort)
+		port := env.HubPort
+		if port == "" {
+			mqttPort, _ := c.HubPorts()
+			port = strconv.Itoa(mqttPort)
+		}
+		addr = net.JoinHostPort(strings.Trim(host, "[]"), port)
 	}
 	t, err := newTarget("the hub", addr, source, bundlePath(c))
 	if err != nil {

@@ -96,6 +96,7 @@ type cfg struct {
 	home, bundle, endpoint, transport string
 	x509Cert, x509Key, regID          string
 	manual                            string // connection string; source = manual
+	hubMQTTPort                       string // [iothub] mqtt_port, when set
 }
 
 // write renders the configuration to a config.toml and returns its path.
@@ -108,6 +109,9 @@ func (c cfg) write(t *testing.T) string {
 	fmt.Fprintf(&b, "homedir = %q\n", c.home)
 	if c.bundle != "" {
 		fmt.Fprintf(&b, "trust_bundle_cert = %q\n", c.bundle)
+	}
+	if c.hubMQTTPort != "" {
+		fmt.Fprintf(&b, "[iothub]\nmqtt_port = %s\n", c.hubMQTTPort)
 	}
 	if c.manual != "" {
 		fmt.Fprintf(&b, "[provisioning]\nsource = \"manual\"\nconnection_string = %q\n", c.manual)
@@ -583,21 +587,24 @@ func TestHubCheck(t *testing.T) {
 		manual   string
 		override string
 		port     string
+		cfgPort  string
 		status   Status
 		msg, fix string
 	}{
-		{"not provisioned", func(*testing.T, string) {}, "", "", "", Skip, "not provisioned yet", "--iothub-hostname"},
-		{"cached hub with port", cachedHub(addr(hub)), "", "", "", Pass, "TLS handshake with the hub " + addr(hub) + " succeeded", ""},
-		{"cached hub on the MQTT port", cachedHub("127.0.0.1"), "", "", hubPort, Pass, "the hub " + addr(hub), ""},
-		{"cached hub unreachable", cachedHub(closedPort(t)), "", "", "", Fail, "could not connect to the hub", "outbound TCP port"},
-		{"override", func(*testing.T, string) {}, "", addr(hub), "", Pass, "the hub " + addr(hub), ""},
-		{"manual", func(*testing.T, string) {}, "HostName=127.0.0.1;DeviceId=edge-m;SharedAccessKey=" + testKey, "", hubPort, Pass, "the hub " + addr(hub), ""},
+		{"not provisioned", func(*testing.T, string) {}, "", "", "", "", Skip, "not provisioned yet", "--iothub-hostname"},
+		{"cached hub with port", cachedHub(addr(hub)), "", "", "", "", Pass, "TLS handshake with the hub " + addr(hub) + " succeeded", ""},
+		{"cached hub on the MQTT port", cachedHub("127.0.0.1"), "", "", hubPort, "", Pass, "the hub " + addr(hub), ""},
+		{"cached hub on iothub.mqtt_port", cachedHub("127.0.0.1"), "", "", "", hubPort, Pass, "the hub " + addr(hub), ""},
+		{"cached hub on the default port", cachedHub("127.0.0.1"), "", "", "", "", Fail, "the hub 127.0.0.1:" + DefaultHubPort, ""},
+		{"cached hub unreachable", cachedHub(closedPort(t)), "", "", "", "", Fail, "could not connect to the hub", "outbound TCP port"},
+		{"override", func(*testing.T, string) {}, "", addr(hub), "", "", Pass, "the hub " + addr(hub), ""},
+		{"manual", func(*testing.T, string) {}, "HostName=127.0.0.1;DeviceId=edge-m;SharedAccessKey=" + testKey, "", hubPort, "", Pass, "the hub " + addr(hub), ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			home := t.TempDir()
 			tc.prepare(t, home)
-			c := cfg{home: home, endpoint: "https://dps.example.com", bundle: bundle, manual: tc.manual}
+			c := cfg{home: home, endpoint: "https://dps.example.com", bundle: bundle, manual: tc.manual, hubMQTTPort: tc.cfgPort}
 			env := envFor(c.write(t))
 			env.HubHostname = tc.override
 			if tc.port != "" {

@@ -99,6 +99,67 @@ type Config struct {
 	// MobyRuntime configures the container engine used by docker agents and
 	// modules.
 	MobyRuntime *MobyRuntime `toml:"moby_runtime,omitempty"`
+	// IoTHub says where the assigned hub listens (Muster extension); nil
+	// means the standard ports.
+	IoTHub *IoTHub `toml:"iothub,omitempty" comment:"Muster extension: the ports of the assigned hub."`
+	// EdgeHub configures the local edge hub the modules connect to (Muster
+	// extension); nil means the defaults.
+	EdgeHub *EdgeHub `toml:"edge_hub,omitempty" comment:"Muster extension: where the local edge hub listens for modules."`
+}
+
+// Defaults of the Muster extensions [iothub] and [edge_hub].
+const (
+	// DefaultHubMQTTPort is the hub's MQTT (TLS) port.
+	DefaultHubMQTTPort = 8883
+	// DefaultHubHTTPSPort is the hub's HTTPS port (module identities).
+	DefaultHubHTTPSPort = 443
+	// DefaultEdgeHubAddress is where the edge hub listens: the MQTT (TLS)
+	// port on the loopback interface, so that only processes on the device
+	// reach it.
+	DefaultEdgeHubAddress = "127.0.0.1:8883"
+)
+
+// IoTHub is the [iothub] section (Muster extension): the ports of the hub
+// DPS assigns. Its host name comes from the assignment; a Muster server
+// serves the hub on its MQTT and HTTPS addresses (endpoints.json mqttAddr
+// and httpsAddr).
+type IoTHub struct {
+	// MQTTPort is the hub's MQTT over TLS port (default 8883).
+	MQTTPort int `toml:"mqtt_port,omitempty"`
+	// HTTPSPort is the hub's HTTPS port (default 443), used to manage the
+	// device's module identities.
+	HTTPSPort int `toml:"https_port,omitempty"`
+}
+
+// EdgeHub is the [edge_hub] section (Muster extension).
+type EdgeHub struct {
+	// ListenAddress is the host:port the edge hub's MQTT over TLS listener
+	// binds (default 127.0.0.1:8883). Port 0 picks a free port, which the
+	// modules learn from their environment.
+	ListenAddress string `toml:"listen_address,omitempty"`
+}
+
+// HubPorts returns the assigned hub's MQTT and HTTPS ports, defaults
+// applied.
+func (c *Config) HubPorts() (mqtt, https int) {
+	mqtt, https = DefaultHubMQTTPort, DefaultHubHTTPSPort
+	if h := c.IoTHub; h != nil {
+		if h.MQTTPort != 0 {
+			mqtt = h.MQTTPort
+		}
+		if h.HTTPSPort != 0 {
+			https = h.HTTPSPort
+		}
+	}
+	return mqtt, https
+}
+
+// EdgeHubAddress returns where the edge hub listens, the default applied.
+func (c *Config) EdgeHubAddress() string {
+	if c.EdgeHub != nil && c.EdgeHub.ListenAddress != "" {
+		return c.EdgeHub.ListenAddress
+	}
+	return DefaultEdgeHubAddress
 }
 
 // Provisioning is the [provisioning] section.
@@ -350,6 +411,14 @@ func (c *Config) clone() *Config {
 	if c.MobyRuntime != nil {
 		m := *c.MobyRuntime
 		n.MobyRuntime = &m
+	}
+	if c.IoTHub != nil {
+		h := *c.IoTHub
+		n.IoTHub = &h
+	}
+	if c.EdgeHub != nil {
+		h := *c.EdgeHub
+		n.EdgeHub = &h
 	}
 	return &n
 }

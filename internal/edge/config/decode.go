@@ -22,6 +22,8 @@ type wireDoc struct {
 	Provisioning           *wireProvisioning `toml:"provisioning"`
 	Agent                  *Agent            `toml:"agent"`
 	MobyRuntime            *MobyRuntime      `toml:"moby_runtime"`
+	IoTHub                 *IoTHub           `toml:"iothub"`
+	EdgeHub                *EdgeHub          `toml:"edge_hub"`
 }
 
 // wireProvisioning is [provisioning] as decoded.
@@ -193,6 +195,8 @@ func (w *wireDoc) config(probs *problems) *Config {
 		AutoReprovisioningMode: w.AutoReprovisioningMode,
 		Agent:                  w.Agent,
 		MobyRuntime:            w.MobyRuntime,
+		IoTHub:                 w.IoTHub,
+		EdgeHub:                w.EdgeHub,
 	}
 	p := w.Provisioning
 	if p == nil {

@@ -58,6 +58,12 @@ func (c *Config) Validate() error {
 	if c.MobyRuntime != nil {
 		c.MobyRuntime.validate(&p)
 	}
+	if c.IoTHub != nil {
+		c.IoTHub.validate(&p)
+	}
+	if c.EdgeHub != nil {
+		c.EdgeHub.validate(&p)
+	}
 	sort.SliceStable(p, func(i, j int) bool { return p[i].Key < p[j].Key })
 	return p.err()
 }
@@ -258,6 +264,34 @@ func (m *MobyRuntime) validate(p *problems) {
 	}
 	if !networkPattern.MatchString(m.Network) {
 		p.add("moby_runtime.network", "%q is not a network name", m.Network)
+	}
+}
+
+func (h *IoTHub) validate(p *problems) {
+	for _, f := range []struct {
+		key  string
+		port int
+	}{{"iothub.mqtt_port", h.MQTTPort}, {"iothub.https_port", h.HTTPSPort}} {
+		if f.port < 0 || f.port > 65535 {
+			p.add(f.key, "%d is not a TCP port (1 to 65535; leave it out for the default)", f.port)
+		}
+	}
+}
+
+func (h *EdgeHub) validate(p *problems) {
+	if h.ListenAddress == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(h.ListenAddress)
+	if err != nil {
+		p.add("edge_hub.listen_address", "%q is not host:port (e.g. %s)", h.ListenAddress, DefaultEdgeHubAddress)
+		return
+	}
+	if host != "" && net.ParseIP(host) == nil && (len(host) > 253 || !hostnamePattern.MatchString(host)) {
+		p.add("edge_hub.listen_address", "%q: %q is not a host name or IP address", h.ListenAddress, host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add("edge_hub.listen_address", "%q: %q is not a TCP port (0 to 65535; 0 picks a free one)", h.ListenAddress, port)
 	}
 }
 

@@ -67,6 +67,11 @@ type EdgeEnv struct {
 	// GenerationIDs maps module names to their identity's generation ID
 	// (IOTEDGE_MODULEGENERATIONID).
 	GenerationIDs map[string]string
+	// ModuleEnv maps module names to further variables the runtime gives
+	// that module only, such as EdgeHubConnectionString (which holds the
+	// module's key) and EdgeModuleCACertificateFile. Like every system
+	// variable they override the desired env and are never reported.
+	ModuleEnv map[string]map[string]string
 }
 
 // Platform is the reported runtime.platform.
@@ -232,6 +237,7 @@ func (e EdgeEnv) systemEnv(name string) map[string]string {
 	if id := e.GenerationIDs[name]; id != "" {
 		env["IOTEDGE_MODULEGENERATIONID"] = id
 	}
+	maps.Copy(env, e.ModuleEnv[name])
 	return env
 }
 

@@ -489,6 +489,7 @@ func TestPlanBuildsSpecs(t *testing.T) {
 	env.APIVersion = "2019-01-30"
 	env.EdgeDeviceHostName = "edge-01.example.net"
 	env.GenerationIDs = map[string]string{"sensor": "637000000000000001"}
+	env.ModuleEnv = map[string]map[string]string{"sensor": {"EdgeHubConnectionString": "HostName=h;DeviceId=edge-01;ModuleId=sensor;SharedAccessKey=k", "SendInterval": "module env wins"}}
 	res := Plan(Input{Desired: d, Env: env, Now: t0})
 	specs := map[string]runtime.ModuleSpec{}
 	for _, a := range res.Actions {
@@ -518,7 +519,8 @@ func TestPlanBuildsSpecs(t *testing.T) {
 	want := map[string]runtime.ModuleSpec{
 		"sensor": {
 			Name: "sensor", Version: "1.0", Image: "myacr.azurecr.io/sensor:1", CreateOptions: `{"Cmd":["-v"]}`,
-			Env:             with(map[string]string{"SendInterval": "5", "IOTEDGE_MODULEID": "sensor", "IOTEDGE_MODULEGENERATIONID": "637000000000000001"}),
+			Env: with(map[string]string{"SendInterval": "module env wins", "IOTEDGE_MODULEID": "sensor", "IOTEDGE_MODULEGENERATIONID": "637000000000000001",
+				"EdgeHubConnectionString": "HostName=h;DeviceId=edge-01;ModuleId=sensor;SharedAccessKey=k"}),
 			ImagePullPolicy: PullOnCreate,
 			RegistryAuth:    &runtime.RegistryAuth{Address: "https://MyACR.azurecr.io/", Username: "u", Password: "p"},
 		},
@@ -534,6 +536,36 @@ func TestPlanBuildsSpecs(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, specs); diff != "" {
 		t.Errorf("specs (-want +got):\n%s", diff)
+	}
+}
+
+// The per-module variables (a connection string holds the module's key)
+// reach the module but never its reported env.
+func TestModuleEnvIsNotReported(t *testing.T) {
+	sensor := mod("sensor", 2, withEnv("SendInterval", "5"))
+	d := deployment(sensor)
+	env := testEnv
+	env.ModuleEnv = map[string]map[string]string{"sensor": {"EdgeHubConnectionString": "SharedAccessKey=secret"}}
+	first := Plan(Input{Desired: d, Env: env, Now: t0})
+	var spec runtime.ModuleSpec
+	for _, a := range first.Actions {
+		if a.Kind == ActionCreate && a.Module == "sensor" {
+			spec = a.Spec
+		}
+	}
+	if spec.Env["EdgeHubConnectionString"] != "SharedAccessKey=secret" {
+		t.Fatalf("spec env %v lacks the connection string", spec.Env)
+	}
+	st := runtime.ModuleState{Name: "sensor", Spec: spec, State: runtime.StateRunning, StartedAt: t0}
+	res := Plan(Input{Desired: d, Env: env, Now: t0.Add(time.Minute), Actual: map[string]Actual{"sensor": {State: st}}})
+	got := res.Reported.Modules["sensor"].Env
+	if diff := cmp.Diff(map[string]EnvValue{"SendInterval": {Value: "5"}}, got); diff != "" {
+		t.Errorf("reported env (-want +got):\n%s", diff)
+	}
+	for _, a := range res.Actions {
+		if a.Module == "sensor" {
+			t.Errorf("unexpected action %v for an unchanged module", a)
+		}
 	}
 }
 

@@ -163,6 +163,17 @@ func (s *Supervisor) SetDesired(raw []byte) error {
 	return nil
 }
 
+// SetEnv replaces the device-level module environment (the hub and device
+// the modules belong to, their identities' generation IDs and per-module
+// variables) and wakes the loop; modules whose environment changes are
+// recreated by the next pass.
+func (s *Supervisor) SetEnv(env reconcile.EdgeEnv) {
+	s.mu.Lock()
+	s.opts.Env = env
+	s.mu.Unlock()
+	s.poke()
+}
+
 // poke wakes Run.
 func (s *Supervisor) poke() {
 	select {
@@ -265,7 +276,7 @@ func (s *Supervisor) plan(ctx context.Context) (reconcile.Result, error) {
 		Now:            s.clock.Now(),
 		AgentStartTime: s.start,
 		Backoff:        s.opts.Backoff,
-		Env:            s.opts.Env,
+		Env:            s.opts.Env, // under s.mu: SetEnv replaces it
 		Platform:       s.opts.Platform,
 		AgentVersion:   s.opts.AgentVersion,
 	}

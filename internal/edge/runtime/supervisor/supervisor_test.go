@@ -375,3 +375,31 @@ func TestNewRequiresRuntime(t *testing.T) {
 		t.Error("New without a runtime succeeded")
 	}
 }
+
+// A new environment (another hub after reprovisioning, a module's new
+// connection string) recreates the modules it changes.
+func TestSetEnvRecreatesChangedModules(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		h := newHarness(t, f, nil)
+		h.sup.SetDesired(deploymentDoc(t, 1, moduleDoc{name: "m", order: 1}))
+		h.run()
+		time.Sleep(time.Minute)
+		env := testEnv
+		env.ModuleEnv = map[string]map[string]string{"m": {"EdgeHubConnectionString": "HostName=hub.example.net;DeviceId=edge-01;ModuleId=m;SharedAccessKey=a2V5"}}
+		h.sup.SetEnv(env)
+		synctest.Wait()
+		want := []call{{0, "create m"}, {0, "start m"}, {time.Minute, "stop m"}, {time.Minute, "remove m"}, {time.Minute, "create m"}, {time.Minute, "start m"}}
+		if diff := cmp.Diff(want, f.history("create m", "start m", "stop m", "remove m")); diff != "" {
+			t.Errorf("calls (-want +got):\n%s", diff)
+		}
+		st, err := f.Inspect(context.Background(), "m")
+		if err != nil || st.Spec.Env["EdgeHubConnectionString"] == "" {
+			t.Errorf("module m after SetEnv: %+v, %v", st.Spec.Env, err)
+		}
+		if _, ok := h.module("m").Env["EdgeHubConnectionString"]; ok {
+			t.Error("the connection string is reported")
+		}
+		h.stop()
+	})
+}
