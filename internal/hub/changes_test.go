@@ -17,8 +17,16 @@ import (
 // twoInstances returns two hub services with their own registries and
 // authenticators over one shared store, as two `muster serve` on one
 // database; both relay changes through it. b follows the change stream
-// from its current end once twoInstances returns.
+// once twoInstances returns.
 func twoInstances(t *testing.T) (a, b *env) {
+	t.Helper()
+	a, b = twoIdleInstances(t)
+	follow(t, b)
+	return a, b
+}
+
+// twoIdleInstances is twoInstances without b following the stream yet.
+func twoIdleInstances(t *testing.T) (a, b *env) {
 	t.Helper()
 	st := memstore.New(100)
 	mk := func() *env {
@@ -37,22 +45,42 @@ func twoInstances(t *testing.T) (a, b *env) {
 		}
 		return &env{st: st, reg: reg, events: events, svc: svc}
 	}
-	a, b = mk(), mk()
+	return mk(), mk()
+}
+
+// follow runs e's change relay until the test ends.
+func follow(t *testing.T, e *env) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cursor, ok := b.svc.changes.tail(ctx)
-	if !ok {
-		t.Fatal("change stream end not read")
-	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b.svc.changes.follow(ctx, cursor)
+		e.svc.changes.run(ctx)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
-	return a, b
+}
+
+// TestChangesBeforeRunAreApplied: a hint appended after an instance's
+// service was made but before its relay runs (a restarted instance takes
+// connections as soon as its listeners are up) still reaches its
+// sessions: the relay starts where the stream ended when it was made.
+func TestChangesBeforeRunAreApplied(t *testing.T) {
+	a, b := twoIdleInstances(t)
+	s, c := b.connect(t, "dev1")
+	if !s.Allow(DesiredFilter, false) {
+		t.Fatal("desired subscription refused")
+	}
+	if _, err := a.svc.PatchTwin(context.Background(), "dev1", registry.TwinUpdate{Desired: json.RawMessage(`{"early":true}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	follow(t, b)
+	got := c.next(t)
+	if !strings.Contains(got.Payload, `"early":true`) {
+		t.Fatalf("desired notification = %+v; want the patch made before the relay ran", got)
+	}
 }
 
 // TestChangesReachOtherInstance: a desired patch, a C2D message and a
