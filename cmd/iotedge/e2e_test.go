@@ -544,12 +544,12 @@ func TestEndToEndSymmetricKeyIndividual(t *testing.T) {
 			} `json:"symmetricKey"`
 		} `json:"attestation"`
 	}
-	e.musterJSON(&en, "enrollment", "create", regID, "--edge-enabled")
+	e.musterJSON(&en, "enrollment", "create", regID, "--edge-enabled", "--initial-twin-tags", `{"site":"e2e-sym-individual"}`)
 	if en.Attestation.SymmetricKey.PrimaryKey == "" {
 		t.Fatal("muster enrollment create printed no primary key")
 	}
 	cfg := e.initDevice("sym-individual", "--dps-symmetric-key", "--registration-id", regID, "--symmetric-key", en.Attestation.SymmetricKey.PrimaryKey)
-	e.startDaemon(cfg)
+	d := e.startDaemon(cfg)
 	reg, _ := e.verifyDevice(cfg, regID, "")
 
 	// iotedge restart restarts a module; it comes back running.
@@ -568,16 +568,18 @@ func TestEndToEndSymmetricKeyIndividual(t *testing.T) {
 	if want := "Assigned to hub localhost as device " + regID + " (the same hub and device)."; !strings.Contains(out, want) {
 		t.Errorf("iotedge system reprovision printed %q, want %q", out, want)
 	}
-	if again := e.assigned(regID, ""); !again.LastUpdated.After(reg.LastUpdated) {
+	again := e.assigned(regID, "")
+	if !again.LastUpdated.After(reg.LastUpdated) {
 		t.Errorf("the registration record was not updated by the reprovisioning: %v → %v", reg.LastUpdated, again.LastUpdated)
 	}
 	e.awaitStatus(cfg, regID)
 	e.awaitRunning(cfg, "edgeAgent", "edgeHub")
+
+	e.seedChecklist(d, cfg, "sym-individual", regID, "", "e2e-sym-individual", again)
 }
 
 func TestEndToEndSymmetricKeyGroup(t *testing.T) {
 	e := newE2E(t)
-	dir, iotedge := e.dir, e.iotedge
 	const group, regID = "e2e-edge-fleet", "edge-e2e-sym-01"
 
 	// The operator's path: a group with an initial twin tag, the device's
@@ -595,11 +597,28 @@ func TestEndToEndSymmetricKeyGroup(t *testing.T) {
 	d := e.startDaemon(cfg)
 	reg, _ := e.verifyDevice(cfg, regID, group)
 
+	e.seedChecklist(d, cfg, "sym", regID, group, "e2e-sym", reg)
+}
+
+// seedChecklist runs the rest of the issue's checklist on a provisioned,
+// verified device whose enrollment set the initial twin tag site=site:
+// a deployment targeting that tag makes `iotedge list` show edgeAgent,
+// edgeHub and the deployed process modules running; the sender's output
+// reaches $upstream (muster monitor); the crashing module is restarted per
+// its policy and the service side sees its reported status; module and
+// daemon logs are readable; a restart of the daemon does not register
+// again; deleting the device in the hub makes the daemon register again
+// (auto_reprovisioning_mode Dynamic) and the deployment runs again. name
+// is the one given to initDevice.
+func (e *e2e) seedChecklist(d *daemonProc, cfg, name, regID, group, site string, reg registration) {
+	t := e.t
+	t.Helper()
+	dir, iotedge := e.dir, e.iotedge
 	// A deployment targeting the enrollment's initial tag: this test
 	// binary as two process modules, and a route of sender's outputs to
 	// the hub.
-	mark := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
-	e.deploy("e2e-sym", "tags.site='e2e-sym'", mark, 10)
+	mark := fmt.Sprintf("%s-%d", site, time.Now().UnixNano())
+	e.deploy(site, "tags.site='"+site+"'", mark, 10)
 	list := e.awaitRunning(cfg, "edgeAgent", "edgeHub", moduleSender)
 	t.Logf("iotedge list with the deployment:\n%s", list)
 
@@ -639,7 +658,7 @@ func TestEndToEndSymmetricKeyGroup(t *testing.T) {
 	}
 
 	// A restart of the daemon does not register again.
-	cacheBefore, err := provisioning.LoadCache(filepath.Join(dir, "sym-home"))
+	cacheBefore, err := provisioning.LoadCache(filepath.Join(dir, name+"-home"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,7 +666,7 @@ func TestEndToEndSymmetricKeyGroup(t *testing.T) {
 	e.startDaemon(cfg)
 	e.awaitStatus(cfg, regID)
 	e.awaitRunning(cfg, "edgeAgent", "edgeHub", moduleSender)
-	cacheAfter, err := provisioning.LoadCache(filepath.Join(dir, "sym-home"))
+	cacheAfter, err := provisioning.LoadCache(filepath.Join(dir, name+"-home"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -675,7 +694,7 @@ func TestEndToEndSymmetricKeyGroup(t *testing.T) {
 	e.awaitStatus(cfg, regID)
 	e.awaitRunning(cfg, "edgeAgent", "edgeHub", moduleSender)
 	mark2 := mark + "-after-reprovisioning"
-	e.deploy("e2e-sym-2", "tags.site='e2e-sym'", mark2, 20) // the higher priority wins: the new mark
+	e.deploy(site+"-2", "tags.site='"+site+"'", mark2, 20) // the higher priority wins: the new mark
 	e.awaitOutput(regID, mark2)
 }
 

@@ -22,15 +22,12 @@ func TestEndToEndX509Group(t *testing.T) {
 	cfg := e.initDevice("x509", "--dps-x509",
 		"--x509-identity-certificate", filepath.Join(certs, "iot-edge-device-identity-"+regID+"-full-chain.cert.pem"),
 		"--x509-identity-private-key", filepath.Join(pki, "private", "iot-edge-device-identity-"+regID+".key.pem"))
-	e.startDaemon(cfg)
-	verifyX509Check(t, e, cfg, regID, group)
+	d := e.startDaemon(cfg)
+	reg := verifyX509Check(t, e, cfg, regID, group)
 
-	// The module identities are managed with the client certificate: a
-	// deployment's module gets its identity and runs.
-	mark := "e2e-x509-mark"
-	e.deploy("e2e-x509", "tags.site='e2e-x509'", mark, 10)
-	e.awaitRunning(cfg, "edgeAgent", "edgeHub", moduleSender)
-	e.awaitOutput(regID, mark)
+	// The module identities are managed with the client certificate: the
+	// deployment's modules get their identities and run.
+	e.seedChecklist(d, cfg, "x509", regID, group, "e2e-x509", reg)
 }
 
 // TestEndToEndX509Individual provisions an edge device of an individual
@@ -44,18 +41,22 @@ func TestEndToEndX509Individual(t *testing.T) {
 	pki := filepath.Join(dir, "pki")
 	e.musterCLI("certs", "chain", regID, "--dir", pki)
 	cert := filepath.Join(pki, "certs", "iot-edge-device-identity-"+regID+".cert.pem")
-	e.musterCLI("enrollment", "create", "--attestation-type", "x509", "--certificate-path", cert, "--edge-enabled")
+	e.musterCLI("enrollment", "create", "--attestation-type", "x509", "--certificate-path", cert, "--edge-enabled",
+		"--initial-twin-tags", `{"site":"e2e-x509-individual"}`)
 	cfg := e.initDevice("x509-individual", "--dps-x509", "--x509-identity-certificate", cert,
 		"--x509-identity-private-key", filepath.Join(pki, "private", "iot-edge-device-identity-"+regID+".key.pem"))
-	e.startDaemon(cfg)
-	verifyX509Check(t, e, cfg, regID, "")
+	d := e.startDaemon(cfg)
+	reg := verifyX509Check(t, e, cfg, regID, "")
+	e.seedChecklist(d, cfg, "x509-individual", regID, "", "e2e-x509-individual", reg)
 }
 
 // verifyX509Check is verifyDevice, and iotedge check checked the identity
 // certificate's expiry.
-func verifyX509Check(t *testing.T, e *e2e, cfg, regID, group string) {
+func verifyX509Check(t *testing.T, e *e2e, cfg, regID, group string) registration {
 	t.Helper()
-	if _, check := e.verifyDevice(cfg, regID, group); !strings.Contains(check, "production readiness: identity certificates expiry - OK") {
+	reg, check := e.verifyDevice(cfg, regID, group)
+	if !strings.Contains(check, "production readiness: identity certificates expiry - OK") {
 		t.Errorf("iotedge check did not check the identity certificate:\n%s", check)
 	}
+	return reg
 }
