@@ -25,7 +25,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/muster-iot/muster/internal/store"
@@ -71,20 +70,13 @@ type changeRelay struct {
 	notify  store.StreamNotifier // nil: poll only
 	origin  string
 	svc     *Service
-	// start is the stream's last seq when the relay was made: run follows
-	// from there, so a hint appended after New returned (the service may
-	// already hold sessions before Run starts) is not skipped.
-	start int64
 }
 
-// changeStartTimeout bounds the read of the stream's end in New.
-const changeStartTimeout = 30 * time.Second
-
 // newChangeRelay returns the relay of svc over streams, or nil when
-// streams is nil. It reads the stream's current end, where run starts.
-func newChangeRelay(svc *Service, streams store.Streams) (*changeRelay, error) {
+// streams is nil.
+func newChangeRelay(svc *Service, streams store.Streams) *changeRelay {
 	if streams == nil {
-		return nil, nil
+		return nil
 	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
@@ -92,14 +84,7 @@ func newChangeRelay(svc *Service, streams store.Streams) (*changeRelay, error) {
 	if n, ok := streams.(store.StreamNotifier); ok {
 		r.notify = n
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), changeStartTimeout)
-	defer cancel()
-	st, err := streams.StreamInfo(ctx, ChangeStream)
-	if err != nil {
-		return nil, fmt.Errorf("read the end of the change stream %s: %w", ChangeStream, err)
-	}
-	r.start = st.LastSeq
-	return r, nil
+	return r
 }
 
 // publish appends one hint. It runs after the write it announces has
@@ -124,14 +109,15 @@ func (r *changeRelay) publish(kind, deviceID, moduleID, why string) {
 	}
 }
 
-// run follows the stream from where it ended when the relay was made
-// until ctx ends, applying the hints of other relays to this instance's
-// sessions, and trims it.
+// run follows the stream from its current end until ctx ends, applying
+// the hints of other relays to this instance's sessions, and trims it.
 func (r *changeRelay) run(ctx context.Context) {
 	if r == nil {
 		return
 	}
-	r.follow(ctx, r.start)
+	if cursor, ok := r.tail(ctx); ok {
+		r.follow(ctx, cursor)
+	}
 }
 
 // follow applies the hints after seq cursor until ctx ends, and trims
@@ -175,6 +161,26 @@ func (r *changeRelay) follow(ctx context.Context, cursor int64) {
 		case <-poll.C:
 		case <-trim.C:
 			r.trim(ctx)
+		}
+	}
+}
+
+// tail returns the stream's last seq, retrying until it is read or ctx
+// ends (ok false).
+func (r *changeRelay) tail(ctx context.Context) (int64, bool) {
+	for {
+		st, err := r.streams.StreamInfo(ctx, ChangeStream)
+		if err == nil {
+			return st.LastSeq, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		r.svc.log.Warn("change hints: the stream's end not read; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-time.After(ChangePollInterval):
 		}
 	}
 }

@@ -127,11 +127,7 @@ func New(o Options) (*Service, error) {
 	s := &Service{reg: o.Registry, auth: o.Auth, tel: o.Telemetry, now: o.Now, log: o.Logger,
 		watchers: map[string]map[*Session]struct{}{}, methodTargets: map[string]*Session{}, methodChanged: make(chan struct{}),
 		c2dReceivers: map[string]map[*Session]*c2dReceiver{}}
-	changes, err := newChangeRelay(s, o.Changes)
-	if err != nil {
-		return nil, err
-	}
-	s.changes = changes
+	s.changes = newChangeRelay(s, o.Changes)
 	return s, nil
 }
 
