@@ -14,7 +14,10 @@ package hub
 // and sends only what is newer than what it sent, a woken C2D receiver
 // reads the stored queue. A lost or duplicated hint therefore costs at most
 // a delay (until the device's next reconnect or the C2D sweep) or a
-// redundant read, never a wrong message. Followers are woken by the
+// redundant read, never a wrong message. (Direct methods use the same
+// stream but are requests, not hints, with their acks and results:
+// methods_relay.go. A revocation names a device, whose sessions and its
+// modules' end, or one module.) Followers are woken by the
 // store's StreamNotifier when it has one (PostgreSQL relays appends of
 // other instances with LISTEN/NOTIFY) and poll every ChangePollInterval in
 // any case, which bounds the delay when a notification is lost or the
@@ -25,6 +28,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/muster-iot/muster/internal/store"
@@ -55,12 +59,14 @@ const (
 	changeC2D     = "c2d"     // Key's C2D queue may hold messages
 )
 
-// changeDoc is the document of one hint.
+// changeDoc is the document of one hint (or of one relayed direct-method
+// call, ack or result: methods_relay.go).
 type changeDoc struct {
 	Kind string `json:"kind"`
 	// Origin is the relay that appended the hint; it skips its own.
 	Origin string `json:"origin"`
 	Why    string `json:"why,omitempty"`
+	methodFields
 }
 
 // changeRelay appends and follows hints; a nil *changeRelay does nothing
@@ -70,6 +76,8 @@ type changeRelay struct {
 	notify  store.StreamNotifier // nil: poll only
 	origin  string
 	svc     *Service
+	// methods are the relayed direct-method calls (methods_relay.go).
+	methods methodRelay
 }
 
 // newChangeRelay returns the relay of svc over streams, or nil when
@@ -80,7 +88,7 @@ func newChangeRelay(svc *Service, streams store.Streams) *changeRelay {
 	}
 	b := make([]byte, 8)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	r := &changeRelay{streams: streams, origin: hex.EncodeToString(b), svc: svc}
+	r := &changeRelay{streams: streams, origin: hex.EncodeToString(b), svc: svc, methods: newMethodRelay()}
 	if n, ok := streams.(store.StreamNotifier); ok {
 		r.notify = n
 	}
@@ -95,18 +103,27 @@ func (r *changeRelay) publish(kind, deviceID, moduleID, why string) {
 	if r == nil {
 		return
 	}
-	doc, err := json.Marshal(changeDoc{Kind: kind, Origin: r.origin, Why: why})
-	if err != nil {
-		r.svc.log.Error("change hint not encoded", "kind", kind, "err", err)
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), changePublishTimeout)
 	defer cancel()
-	e := store.StreamEntry{Key: deviceID, Sub: moduleID, Time: r.svc.now().UTC(), Doc: doc}
-	if _, err := r.streams.AppendMessages(ctx, ChangeStream, []store.StreamEntry{e}); err != nil {
+	if err := r.append(ctx, deviceID, moduleID, changeDoc{Kind: kind, Why: why}, nil); err != nil {
 		r.svc.log.Warn("change hint not shared with the other instances; their sessions learn of it when they reconnect",
 			"kind", kind, "deviceId", deviceID, "moduleId", moduleID, "err", err)
 	}
+}
+
+// append appends one entry of this relay (d.Origin is set here) with an
+// optional body.
+func (r *changeRelay) append(ctx context.Context, deviceID, moduleID string, d changeDoc, body []byte) error {
+	d.Origin = r.origin
+	doc, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode the %s entry: %w", d.Kind, err)
+	}
+	e := store.StreamEntry{Key: deviceID, Sub: moduleID, Time: r.svc.now().UTC(), Doc: doc, Body: body}
+	if _, err := r.streams.AppendMessages(ctx, ChangeStream, []store.StreamEntry{e}); err != nil {
+		return fmt.Errorf("append the %s entry to %s: %w", d.Kind, ChangeStream, err)
+	}
+	return nil
 }
 
 // run follows the stream from its current end until ctx ends, applying
@@ -118,6 +135,7 @@ func (r *changeRelay) run(ctx context.Context) {
 	if cursor, ok := r.tail(ctx); ok {
 		r.follow(ctx, cursor)
 	}
+	r.methods.served.Wait() // the calls this instance was serving end with ctx
 }
 
 // follow applies the hints after seq cursor until ctx ends, and trims
@@ -141,7 +159,7 @@ func (r *changeRelay) follow(ctx context.Context, cursor int64) {
 		default:
 			for _, e := range entries {
 				cursor = e.Seq
-				r.apply(e)
+				r.apply(ctx, e)
 			}
 			if len(entries) == store.MaxStreamReadLimit {
 				continue // more are waiting
@@ -194,7 +212,7 @@ func (r *changeRelay) trim(ctx context.Context) {
 
 // apply does, for this instance's sessions, what the hint's origin did
 // for its own.
-func (r *changeRelay) apply(e store.StreamEntry) {
+func (r *changeRelay) apply(ctx context.Context, e store.StreamEntry) {
 	var d changeDoc
 	if err := json.Unmarshal(e.Doc, &d); err != nil {
 		r.svc.log.Warn("change hint skipped: undecodable", "seq", e.Seq, "err", err)
@@ -211,7 +229,17 @@ func (r *changeRelay) apply(e store.StreamEntry) {
 		if why == "" {
 			why = "the identity was revoked on another instance"
 		}
-		r.svc.disconnect(r.svc.live.revoke(e.Key, nil), why)
+		var match func(*Session) bool // a device: its sessions and its modules'
+		if e.Sub != "" {
+			match = func(sess *Session) bool { return sess.id.ModuleID == e.Sub }
+		}
+		r.svc.disconnect(r.svc.live.revoke(e.Key, match), why)
+	case changeMethod:
+		r.serveCall(ctx, e, d)
+	case changeMethodAck, changeMethodResult:
+		if d.To == r.origin {
+			r.methods.deliver(d, e.Body)
+		}
 	case changeC2D:
 		r.svc.c2dMayWait(e.Key)
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 
 // twoInstances returns two hub services with their own registries and
 // authenticators over one shared store, as two `muster serve` on one
-// database; both relay changes through it. b follows the change stream
+// database; both relay changes through it. Both follow the change stream
 // from its current end once twoInstances returns.
 func twoInstances(t *testing.T) (a, b *env) {
 	t.Helper()
@@ -39,18 +40,20 @@ func twoInstances(t *testing.T) (a, b *env) {
 	}
 	a, b = mk(), mk()
 	ctx, cancel := context.WithCancel(context.Background())
-	cursor, ok := b.svc.changes.tail(ctx)
-	if !ok {
-		t.Fatal("change stream end not read")
+	var wg sync.WaitGroup
+	for _, e := range []*env{a, b} {
+		cursor, ok := e.svc.changes.tail(ctx)
+		if !ok {
+			t.Fatal("change stream end not read")
+		}
+		wg.Go(func() {
+			e.svc.changes.follow(ctx, cursor)
+			e.svc.changes.methods.served.Wait()
+		})
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b.svc.changes.follow(ctx, cursor)
-	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		wg.Wait()
 	})
 	return a, b
 }
@@ -128,5 +131,43 @@ func TestChangesWithoutStore(t *testing.T) {
 	}
 	if info.LastSeq != 0 || e.svc.changes != nil {
 		t.Fatalf("change stream %+v, relay %v; want none", info, e.svc.changes)
+	}
+}
+
+// TestModuleRevocationReachesOtherInstance: a module deleted through
+// instance a loses its session on instance b; the device's session there
+// stays.
+func TestModuleRevocationReachesOtherInstance(t *testing.T) {
+	a, b := twoInstances(t)
+	_, mc := b.connectModule(t, "edge1", "m1")
+	ds, dc := b.connectExisting(t, "edge1")
+	if !ds.Allow(DesiredFilter, false) {
+		t.Fatal("desired subscription refused")
+	}
+	if err := a.reg.RemoveModule(context.Background(), "edge1", "m1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.svc.DisconnectModule("edge1", "m1", "the module was deleted"); n != 0 {
+		t.Fatalf("instance a ended %d sessions; the module is connected to b only", n)
+	}
+	select {
+	case <-mc.disconnected:
+	case <-time.After(waitLimit):
+		t.Fatalf("the module's session on the other instance was not ended within %v after the delete", waitLimit)
+	}
+	// A later change reaches the device's session: it is still there.
+	if _, err := a.svc.PatchTwin(context.Background(), "edge1", registry.TwinUpdate{Desired: json.RawMessage(`{"x":1}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := dc.next(t); !strings.HasPrefix(got.Topic, "$iothub/twin/PATCH/properties/desired/") {
+		t.Fatalf("device got %+v; want its desired notification", got)
+	}
+	select {
+	case <-dc.disconnected:
+		t.Fatal("the device's own session was ended with its module's")
+	default:
+	}
+	if n := b.svc.Connected("edge1"); n != 1 {
+		t.Fatalf("instance b has %d sessions of edge1; want the device's only", n)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/muster-iot/muster/internal/registry"
 )
 
 // Direct-method errors. A call to an unknown device fails with an error
@@ -155,57 +157,100 @@ type methodResponse struct {
 // status. No answer within c.ResponseTimeout is ErrMethodTimeout. A
 // malformed call is ErrInvalidMethod; an unknown device wraps
 // registry.ErrNotFound, an unknown module registry.ErrModuleNotFound.
+//
+// With Options.Changes, a target connected to another instance of the hub
+// is reached through it (methods_relay.go); a target connected here is
+// called directly.
 func (s *Service) InvokeMethod(ctx context.Context, c MethodCall) (MethodResult, error) {
+	payload, err := checkMethodCall(c)
+	if err != nil {
+		return MethodResult{}, err
+	}
+	target := who(c.DeviceID, c.ModuleID)
+	d, err := s.reg.GetDevice(ctx, c.DeviceID)
+	if err != nil {
+		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
+	}
+	state := d.ConnectionState
+	if c.ModuleID != "" {
+		m, err := s.reg.GetModule(ctx, c.DeviceID, c.ModuleID)
+		if err != nil {
+			return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
+		}
+		state = m.ConnectionState
+	}
+	key := clientKey(c.DeviceID, c.ModuleID)
+	if sess, _ := s.methodTarget(key); sess == nil && s.changes != nil {
+		// Not connected here: another instance may hold the connection
+		// (methods_relay.go). Its presence record tells whether any
+		// does; one that says Disconnected is trusted when the caller
+		// does not wait for a connection.
+		if c.ConnectTimeout == 0 && state != registry.StateConnected {
+			return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w: no instance of the hub has a connection of it", c.Name, target, ErrDeviceNotOnline)
+		}
+		res, err := s.changes.invoke(ctx, c, payload)
+		if err != nil {
+			return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
+		}
+		return res, nil
+	}
+	sess, err := s.awaitMethodTarget(ctx, key, c.ConnectTimeout)
+	if err != nil {
+		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
+	}
+	res, err := s.callSession(ctx, sess, c.Name, payload, c.ResponseTimeout)
+	if err != nil {
+		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
+	}
+	return res, nil
+}
+
+// checkMethodCall validates a call and returns the payload to send.
+func checkMethodCall(c MethodCall) ([]byte, error) {
 	if err := checkMethodName(c.Name); err != nil {
-		return MethodResult{}, fmt.Errorf("%w: %w", ErrInvalidMethod, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMethod, err)
 	}
 	payload := []byte(strings.TrimSpace(string(c.Payload)))
 	switch {
 	case len(payload) == 0:
 		payload = []byte("null")
 	case len(payload) > MaxMethodPayloadBytes:
-		return MethodResult{}, fmt.Errorf("%w: payload is %d bytes, more than %d", ErrInvalidMethod, len(payload), MaxMethodPayloadBytes)
+		return nil, fmt.Errorf("%w: payload is %d bytes, more than %d", ErrInvalidMethod, len(payload), MaxMethodPayloadBytes)
 	case !json.Valid(payload):
-		return MethodResult{}, fmt.Errorf("%w: payload is not JSON", ErrInvalidMethod)
+		return nil, fmt.Errorf("%w: payload is not JSON", ErrInvalidMethod)
 	}
 	if c.ResponseTimeout <= 0 || c.ConnectTimeout < 0 {
-		return MethodResult{}, fmt.Errorf("%w: response timeout %v must be positive and connect timeout %v not negative", ErrInvalidMethod, c.ResponseTimeout, c.ConnectTimeout)
+		return nil, fmt.Errorf("%w: response timeout %v must be positive and connect timeout %v not negative", ErrInvalidMethod, c.ResponseTimeout, c.ConnectTimeout)
 	}
-	target := who(c.DeviceID, c.ModuleID)
-	if _, err := s.reg.GetDevice(ctx, c.DeviceID); err != nil {
-		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
-	}
-	if c.ModuleID != "" {
-		if _, err := s.reg.GetModule(ctx, c.DeviceID, c.ModuleID); err != nil {
-			return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
-		}
-	}
-	sess, err := s.awaitMethodTarget(ctx, clientKey(c.DeviceID, c.ModuleID), c.ConnectTimeout)
-	if err != nil {
-		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, err)
-	}
+	return payload, nil
+}
+
+// callSession sends a method request to a session and waits up to
+// timeout for its answer. Errors wrap ErrDeviceNotOnline when the
+// connection ends first and ErrMethodTimeout when no answer comes.
+func (s *Service) callSession(ctx context.Context, sess *Session, name string, payload []byte, timeout time.Duration) (MethodResult, error) {
 	rid, answer, ok := sess.beginMethod()
 	if !ok {
-		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w: the connection ended", c.Name, target, ErrDeviceNotOnline)
+		return MethodResult{}, fmt.Errorf("%w: the connection ended", ErrDeviceNotOnline)
 	}
 	defer sess.endMethod(rid)
-	if err := sess.sendSoon(MethodRequestTopic(c.Name, rid), payload, 0); err != nil {
+	if err := sess.sendSoon(MethodRequestTopic(name, rid), payload, 0); err != nil {
 		if sess.isClosed() {
-			return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w: the connection ended", c.Name, target, ErrDeviceNotOnline)
+			return MethodResult{}, fmt.Errorf("%w: the connection ended", ErrDeviceNotOnline)
 		}
-		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: send the request: %w", c.Name, target, err)
+		return MethodResult{}, fmt.Errorf("send the request: %w", err)
 	}
-	timer := time.NewTimer(c.ResponseTimeout)
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
 	case r := <-answer:
 		return MethodResult{Status: r.status, Payload: resultPayload(r.payload)}, nil
 	case <-sess.closing:
-		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w: it disconnected before answering", c.Name, target, ErrDeviceNotOnline)
+		return MethodResult{}, fmt.Errorf("%w: it disconnected before answering", ErrDeviceNotOnline)
 	case <-timer.C:
-		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w: no answer within %v", c.Name, target, ErrMethodTimeout, c.ResponseTimeout)
+		return MethodResult{}, fmt.Errorf("%w: no answer within %v", ErrMethodTimeout, timeout)
 	case <-ctx.Done():
-		return MethodResult{}, fmt.Errorf("invoke method %.40q on %s: %w", c.Name, target, ctx.Err())
+		return MethodResult{}, ctx.Err()
 	}
 }
 
@@ -241,10 +286,8 @@ func (s *Service) awaitMethodTarget(ctx context.Context, key string, timeout tim
 		expired = t.C
 	}
 	for {
-		s.mu.Lock()
-		sess, changed := s.methodTargets[key], s.methodChanged
-		s.mu.Unlock()
-		if sess != nil && !sess.isClosed() {
+		sess, changed := s.methodTarget(key)
+		if sess != nil {
 			return sess, nil
 		}
 		if expired == nil {
@@ -258,6 +301,19 @@ func (s *Service) awaitMethodTarget(ctx context.Context, key string, timeout tim
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// methodTarget returns the live session of key subscribed to direct
+// methods on this instance (nil if none) and a channel closed when the
+// method targets change.
+func (s *Service) methodTarget(key string) (*Session, <-chan struct{}) {
+	s.mu.Lock()
+	sess, changed := s.methodTargets[key], s.methodChanged
+	s.mu.Unlock()
+	if sess != nil && sess.isClosed() {
+		sess = nil
+	}
+	return sess, changed
 }
 
 // addMethodTarget makes sess the method target of its identity.

@@ -131,6 +131,19 @@ func (p *presence) revoke(deviceID string, match func(*Session) bool) []*Session
 	return out
 }
 
+// has reports whether a device (moduleID "") or module identity has a
+// live session.
+func (p *presence) has(deviceID, moduleID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for sess := range p.sessions[deviceID] {
+		if sess.id.ModuleID == moduleID {
+			return true
+		}
+	}
+	return false
+}
+
 // count returns the number of live sessions of a device and its modules.
 func (p *presence) count(deviceID string) int {
 	p.mu.Lock()
@@ -152,14 +165,18 @@ func (s *Service) DisconnectDevice(deviceID, why string) int {
 }
 
 // DisconnectModule ends, at once, every live session of one module
-// identity on this instance, as DisconnectDevice does for a device: for a
-// module identity disabled or deleted through the registry. It returns the
-// number of sessions ended; it acts in-process only.
+// identity, as DisconnectDevice does for a device: for a module identity
+// deleted through the registry (the hub service API calls it after the
+// delete commits). It returns the number of sessions ended on this
+// instance; with Options.Changes, the sessions of the module on the other
+// instances are ended too, through the change relay.
 func (s *Service) DisconnectModule(deviceID, moduleID, why string) int {
 	if moduleID == "" {
 		return 0
 	}
-	return s.disconnect(s.live.revoke(deviceID, func(sess *Session) bool { return sess.id.ModuleID == moduleID }), why)
+	n := s.disconnect(s.live.revoke(deviceID, func(sess *Session) bool { return sess.id.ModuleID == moduleID }), why)
+	s.changes.publish(changeRevoked, deviceID, moduleID, why)
+	return n
 }
 
 // disconnect ends the given sessions.
