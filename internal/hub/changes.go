@@ -78,6 +78,8 @@ type changeRelay struct {
 	svc     *Service
 	// methods are the relayed direct-method calls (methods_relay.go).
 	methods methodRelay
+	// recheck coalesces session rechecks (changes_recheck.go).
+	recheck recheckState
 }
 
 // newChangeRelay returns the relay of svc over streams, or nil when
@@ -128,11 +130,14 @@ func (r *changeRelay) append(ctx context.Context, deviceID, moduleID string, d c
 
 // run follows the stream from its current end until ctx ends, applying
 // the hints of other relays to this instance's sessions, and trims it.
+// Once it knows the end, it announces that this instance started, so that
+// the others recheck their sessions (changes_recheck.go).
 func (r *changeRelay) run(ctx context.Context) {
 	if r == nil {
 		return
 	}
 	if cursor, ok := r.tail(ctx); ok {
+		r.announce()
 		r.follow(ctx, cursor)
 	}
 	r.methods.served.Wait() // the calls this instance was serving end with ctx
@@ -203,6 +208,11 @@ func (r *changeRelay) tail(ctx context.Context) (int64, bool) {
 	}
 }
 
+// announce appends the hint that this instance started.
+func (r *changeRelay) announce() {
+	r.publish(changeRestarted, restartKey, "", "an instance of the hub started")
+}
+
 // trim drops hints older than ChangeRetention.
 func (r *changeRelay) trim(ctx context.Context) {
 	if _, err := r.streams.TrimStream(ctx, ChangeStream, store.Retention{Before: r.svc.now().Add(-ChangeRetention)}); err != nil && ctx.Err() == nil {
@@ -242,6 +252,8 @@ func (r *changeRelay) apply(ctx context.Context, e store.StreamEntry) {
 		}
 	case changeC2D:
 		r.svc.c2dMayWait(e.Key)
+	case changeRestarted:
+		r.recheckSoon(ctx)
 	default:
 		r.svc.log.Debug("change hint of an unknown kind skipped", "seq", e.Seq, "kind", d.Kind)
 	}

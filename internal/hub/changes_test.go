@@ -171,3 +171,55 @@ func TestModuleRevocationReachesOtherInstance(t *testing.T) {
 		t.Fatalf("instance b has %d sessions of edge1; want the device's only", n)
 	}
 }
+
+// TestLostHintsRecheckedOnRestart: changes committed by an instance that
+// died before it appended their hints (simulated by writing through the
+// registry, which appends none) reach the sessions of the other instance
+// once the dead one starts again and announces it.
+func TestLostHintsRecheckedOnRestart(t *testing.T) {
+	a, b := twoInstances(t)
+	ctx := context.Background()
+	s1, c1 := b.connect(t, "dev1")
+	if !s1.Allow(DesiredFilter, false) {
+		t.Fatal("desired subscription refused")
+	}
+	_, c2 := b.connect(t, "dev2")
+	_, c3 := b.connect(t, "dev3")
+	_, cm := b.connectModule(t, "edge1", "m1")
+
+	if _, err := a.reg.PatchTwin(ctx, "dev1", registry.TwinUpdate{Desired: json.RawMessage(`{"lost":true}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reg.RemoveDevice(ctx, "dev2", ""); err != nil {
+		t.Fatal(err)
+	}
+	d3, err := a.reg.GetDevice(ctx, "dev3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d3.Status = registry.StatusDisabled
+	if _, err := a.reg.PutDevice(ctx, d3, "*"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reg.RemoveModule(ctx, "edge1", "m1", ""); err != nil {
+		t.Fatal(err)
+	}
+	c1.none(t) // no hint: nothing happened on b yet
+
+	a.svc.changes.announce() // a restarted
+	if got := c1.next(t); got.Payload != `{"lost":true,"$version":2}` {
+		t.Fatalf("desired notification after the recheck = %+v", got)
+	}
+	for name, c := range map[string]*fakeClient{"deleted device": c2, "disabled device": c3, "deleted module": cm} {
+		select {
+		case <-c.disconnected:
+		case <-time.After(waitLimit):
+			t.Fatalf("the session of the %s was not ended within %v after the restart", name, waitLimit)
+		}
+	}
+	select {
+	case <-c1.disconnected:
+		t.Fatal("the session of an unchanged device was ended")
+	default:
+	}
+}

@@ -99,7 +99,8 @@ type methodRelay struct {
 	// waiting are the calls of this instance awaiting an ack or result,
 	// by call ID.
 	waiting map[string]chan relayedReply
-	// served counts the calls of other instances this one is serving.
+	// served counts the calls of other instances this one is serving
+	// (and the session rechecks: changes_recheck.go).
 	served sync.WaitGroup
 }
 
