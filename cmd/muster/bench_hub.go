@@ -43,6 +43,7 @@ type benchHubFlags struct {
 	serverPID    int
 	spawn        bool
 	mqttEndpoint string
+	targets      []string
 	quiet        bool
 	hub          *hubFlag
 }
@@ -83,7 +84,10 @@ fresh data directory and stops it at the end.
 The hub is found like the device commands find it (--hub-connection-string,
 --server, --ca-file, or --data-dir's endpoints.json); the MQTT endpoint
 comes from --mqtt-endpoint, else endpoints.json, else the hub host name on
-port ` + defaultMQTTPort + `.`,
+port ` + defaultMQTTPort + `. Several instances of one hub sharing a PostgreSQL
+database are measured together with one --target per instance: connections
+are spread round-robin over them (the devices are created through the one
+service API).`,
 		Example: `  muster bench hub --spawn
   muster --data-dir ./muster-data bench hub --phases connect,telemetry --duration 5s
   muster -o json bench hub --spawn --idle 10000 > hub-bench.json`,
@@ -112,6 +116,7 @@ port ` + defaultMQTTPort + `.`,
 	fl.IntVar(&f.serverPID, "server-pid", 0, "process ID of the server (default: the process listening on a loopback MQTT endpoint)")
 	fl.BoolVar(&f.spawn, "spawn", false, "start \"muster serve\" on a fresh data directory and loopback ports for the run")
 	fl.StringVar(&f.mqttEndpoint, "mqtt-endpoint", "", "MQTTS endpoint host:port (default: endpoints.json's, else the hub host name on port "+defaultMQTTPort+")")
+	fl.StringArrayVar(&f.targets, "target", nil, "MQTTS endpoint host:port of one instance (repeatable): connections are spread round-robin over the instances of one hub sharing a database (no server memory or CPU figures with more than one); replaces --mqtt-endpoint")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines on stderr")
 	f.hub = addHubFlag(cmd)
 	return cmd
@@ -137,8 +142,16 @@ func runBenchHub(cmd *cobra.Command, f *benchHubFlags) error {
 	if f.serverPID < 0 {
 		return fmt.Errorf("--server-pid %d: must be a process ID", f.serverPID)
 	}
-	if f.spawn && (f.serverPID != 0 || f.mqttEndpoint != "") {
-		return errors.New("--spawn starts its own server: it cannot be combined with --server-pid or --mqtt-endpoint")
+	if f.spawn && (f.serverPID != 0 || f.mqttEndpoint != "" || len(f.targets) > 0) {
+		return errors.New("--spawn starts its own server: it cannot be combined with --server-pid, --mqtt-endpoint or --target")
+	}
+	if len(f.targets) > 0 && f.mqttEndpoint != "" {
+		return errors.New("--target and --mqtt-endpoint: give one or the other")
+	}
+	for _, t := range f.targets {
+		if _, _, err := net.SplitHostPort(strings.TrimSpace(t)); err != nil {
+			return fmt.Errorf("--target %q: give host:port: %w", t, err)
+		}
 	}
 	if !f.quiet {
 		cfg.Progress = c.stderr
@@ -182,6 +195,9 @@ func (c *cli) benchHubServer(f *benchHubFlags) (bench.HubServer, error) {
 		return bench.HubServer{}, err
 	}
 	srv := bench.HubServer{Service: svc, HostName: svc.HostName(), MQTTEndpoint: f.mqttEndpoint, PID: f.serverPID}
+	if len(f.targets) > 0 {
+		srv.MQTTEndpoint, srv.MoreMQTTEndpoints = strings.TrimSpace(f.targets[0]), trimAll(f.targets[1:])
+	}
 	if t.caFile != "" {
 		if srv.RootCAs, err = rootsFromFile(t.caFile); err != nil {
 			return bench.HubServer{}, err
@@ -203,6 +219,15 @@ func (c *cli) benchHubServer(f *benchHubFlags) (bench.HubServer, error) {
 		}
 	}
 	return srv, nil
+}
+
+// trimAll returns ss with surrounding spaces trimmed.
+func trimAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.TrimSpace(s)
+	}
+	return out
 }
 
 // spawned is a `muster serve` the bench started.

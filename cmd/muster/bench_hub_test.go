@@ -146,6 +146,9 @@ func TestBenchHubFlagErrors(t *testing.T) {
 		{"bad key exchange", []string{"--key-exchange", "rsa"}, `key exchange "rsa"`},
 		{"negative pid", []string{"--server-pid", "-2"}, "--server-pid -2"},
 		{"spawn with a pid", []string{"--spawn", "--server-pid", "7"}, "--spawn starts its own server"},
+		{"spawn with targets", []string{"--spawn", "--target", "127.0.0.1:8883"}, "--spawn starts its own server"},
+		{"targets and an endpoint", []string{"--target", "127.0.0.1:8883", "--mqtt-endpoint", "127.0.0.1:8884"}, "give one or the other"},
+		{"target without a port", []string{"--target", "127.0.0.1"}, "give host:port"},
 		{"positional argument", []string{"extra"}, `unknown command "extra"`},
 	}
 	for _, tc := range tests {

@@ -110,6 +110,13 @@ type HubServer struct {
 	HostName string
 	// MQTTEndpoint is its MQTTS listener, host:port.
 	MQTTEndpoint string
+	// MoreMQTTEndpoints are the MQTTS listeners of further instances of
+	// the same hub (several `muster serve` on one PostgreSQL database):
+	// connection i goes to endpoint i mod n of MQTTEndpoint and these, as
+	// a load balancer spreading devices would. PID then names the first
+	// instance's process only, so no memory or server CPU figures are
+	// taken.
+	MoreMQTTEndpoints []string
 	// RootCAs verifies its TLS certificate; nil means the system pool.
 	RootCAs *x509.CertPool
 	// PID is the server's process ID on this machine; 0 when unknown (no
@@ -462,9 +469,11 @@ func (r *hubRunner) checkLimits() error {
 
 // hubTarget is a broker being measured.
 type hubTarget struct {
-	rep      *BrokerReport
-	endpoint mqttEndpoint
-	pid      int
+	rep *BrokerReport
+	// endpoints are its listeners (several instances of one hub); the
+	// connections of a phase take them in turn.
+	endpoints []mqttEndpoint
+	pid       int
 	// identities is the number of distinct credentials cred hands out.
 	identities int
 	cred       func(i int) mqttCredential
@@ -484,13 +493,23 @@ func (r *hubRunner) clientTLS() *tls.Config {
 
 func (r *hubRunner) run(ctx context.Context, rep *HubReport) error {
 	base := r.clientTLS()
-	musterEP, err := resolveMQTTEndpoint(ctx, r.srv.MQTTEndpoint, r.cfg.Timeout)
-	if err != nil {
-		return err
+	var musterEPs []mqttEndpoint
+	for _, hp := range append([]string{r.srv.MQTTEndpoint}, r.srv.MoreMQTTEndpoints...) {
+		ep, err := resolveMQTTEndpoint(ctx, hp, r.cfg.Timeout)
+		if err != nil {
+			return err
+		}
+		ep.TLS = base.Clone()
+		ep.TLS.RootCAs, ep.TLS.ServerName = r.srv.RootCAs, r.srv.HostName
+		musterEPs = append(musterEPs, ep)
 	}
-	musterEP.TLS = base.Clone()
-	musterEP.TLS.RootCAs, musterEP.TLS.ServerName = r.srv.RootCAs, r.srv.HostName
-	if r.srv.PID != 0 {
+	musterEP := musterEPs[0]
+	var err error
+	if len(musterEPs) > 1 {
+		r.srv.PID, rep.Muster.PID = 0, 0
+		r.warnf("connections are spread over %d instances: no server memory or CPU figures (they would be of one instance only)", len(musterEPs))
+		r.notef("muster instances: %d MQTTS endpoints, connections taken in turn", len(musterEPs))
+	} else if r.srv.PID != 0 {
 		if _, err := readRSS(r.srv.PID); err != nil && !errors.Is(err, errProcUnsupported) {
 			return fmt.Errorf("%w: server process ID %d: %w", ErrInvalidConfig, r.srv.PID, err)
 		}
@@ -524,10 +543,10 @@ func (r *hubRunner) run(ctx context.Context, rep *HubReport) error {
 	if err != nil {
 		return err
 	}
-	targets := []*hubTarget{{rep: &rep.Muster, endpoint: musterEP, pid: r.srv.PID, identities: len(devs.ids), cred: devs.credential}}
+	targets := []*hubTarget{{rep: &rep.Muster, endpoints: musterEPs, pid: r.srv.PID, identities: len(devs.ids), cred: devs.credential}}
 	if peer != nil {
 		rep.Mosquitto = &BrokerReport{Name: "mosquitto", Version: peer.version, PID: peer.pid}
-		targets = append(targets, &hubTarget{rep: rep.Mosquitto, endpoint: peer.endpoint, pid: peer.pid, identities: r.cfg.Devices, cred: peer.credential("bench-" + r.runID)})
+		targets = append(targets, &hubTarget{rep: rep.Mosquitto, endpoints: []mqttEndpoint{peer.endpoint}, pid: peer.pid, identities: r.cfg.Devices, cred: peer.credential("bench-" + r.runID)})
 	}
 	for _, t := range targets {
 		if t.rep.KeyExchange, err = probe(ctx, t, r.cfg.Timeout); err != nil {
@@ -617,19 +636,32 @@ func resolveMQTTEndpoint(ctx context.Context, hostPort string, timeout time.Dura
 	return mqttEndpoint{}, fmt.Errorf("no address of the MQTT endpoint %s accepts connections: %w", hostPort, errors.Join(errs...))
 }
 
-// probe connects once as the first identity and returns the negotiated
-// TLS group, so that bad credentials or trust fail before any
-// measurement.
+// probe connects once to each endpoint as the first identity and returns
+// the negotiated TLS group, so that bad credentials or trust fail before
+// any measurement.
 func probe(ctx context.Context, t *hubTarget, timeout time.Duration) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c, err := dialMQTT(ctx, t.endpoint, t.cred(0), uint16(hubKeepAlive/time.Second))
-	if err != nil {
-		return "", err
+	var group string
+	for _, ep := range t.endpoints {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		c, err := dialMQTT(pctx, ep, t.cred(0), uint16(hubKeepAlive/time.Second))
+		if err != nil {
+			cancel()
+			return "", err
+		}
+		group = c.tls.ConnectionState().CurveID.String()
+		dl, _ := pctx.Deadline()
+		err = c.disconnect(dl)
+		cancel()
+		if err != nil {
+			return "", err
+		}
 	}
-	group := c.tls.ConnectionState().CurveID.String()
-	dl, _ := ctx.Deadline()
-	return group, c.disconnect(dl)
+	return group, nil
+}
+
+// endpoint returns the endpoint of connection i.
+func (t *hubTarget) endpoint(i int) mqttEndpoint {
+	return t.endpoints[i%len(t.endpoints)]
 }
 
 // serverCPU starts measuring a process's CPU time; the function returned
@@ -667,7 +699,7 @@ func (r *hubRunner) connectPhase(ctx context.Context, t *hubTarget) (*PhaseRepor
 	res, err := r.load(t.rep.Name+" connects", r.cfg.Concurrency, maxCeilingOps, r.cfg.Warmup, r.cfg.Duration).Run(ctx, func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
-		c, err := dialMQTT(ctx, t.endpoint, t.cred(i%t.identities), keepAlive)
+		c, err := dialMQTT(ctx, t.endpoint(i), t.cred(i%t.identities), keepAlive)
 		if err != nil {
 			return err
 		}
@@ -709,7 +741,7 @@ func (r *hubRunner) telemetryPhase(ctx context.Context, t *hubTarget) (*PhaseRep
 	for i := range r.cfg.Publishers {
 		cctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		cred := t.cred(i)
-		c, err := dialMQTT(cctx, t.endpoint, cred, uint16(hubKeepAlive/time.Second))
+		c, err := dialMQTT(cctx, t.endpoint(i), cred, uint16(hubKeepAlive/time.Second))
 		cancel()
 		if err != nil {
 			return &PhaseReport{Error: err.Error()}, fmt.Errorf("connect publisher %d: %w", i, err)
@@ -780,7 +812,7 @@ func (r *hubRunner) idlePhase(ctx context.Context, t *hubTarget) (*IdleReport, e
 	res, err := r.load(t.rep.Name+" idle connections", r.cfg.Concurrency, n, 0, maxIdleConnectWindow).Run(ctx, func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
-		c, err := dialMQTT(ctx, t.endpoint, t.cred(i%t.identities), keepAlive)
+		c, err := dialMQTT(ctx, t.endpoint(i), t.cred(i%t.identities), keepAlive)
 		if err != nil {
 			return err
 		}

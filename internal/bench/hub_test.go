@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -170,5 +171,35 @@ func TestTelemetryPayload(t *testing.T) {
 				t.Fatalf("payload byte %#x is not printable", c)
 			}
 		}
+	}
+}
+
+// TestHubTargetSpreadsConnections: with several endpoints (instances of
+// one hub), the probe tries each and the connections of a phase take them
+// in turn.
+func TestHubTargetSpreadsConnections(t *testing.T) {
+	brokers := []*fakeBroker{startFakeBroker(t, 0, ackSame, true), startFakeBroker(t, 0, ackSame, true)}
+	tgt := &hubTarget{rep: &BrokerReport{Name: "muster"}, endpoints: []mqttEndpoint{brokers[0].ep, brokers[1].ep}, identities: 1,
+		cred: func(int) mqttCredential { return mqttCredential{ClientID: "d", Username: "u", Password: "p"} }}
+	ctx := ctxTimeout(t, time.Minute)
+	if _, err := probe(ctx, tgt, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range brokers {
+		if n := b.connects.Load(); n != 1 {
+			t.Fatalf("probe: %d connects to endpoint %d; want 1 to each", n, i)
+		}
+	}
+	r := &hubRunner{cfg: HubConfig{Concurrency: 1, Duration: 50 * time.Millisecond, Timeout: 10 * time.Second}, out: io.Discard}
+	pr, err := r.connectPhase(ctx, tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One connect at a time, in turn: the counts differ by at most one
+	// (the last one started may have been cut off by the window's end
+	// before its CONNECT).
+	a, b := brokers[0].connects.Load()-1, brokers[1].connects.Load()-1
+	if n := int64(pr.Started); a+b > n || a+b < n-1 || a-b > 1 || b-a > 1 || b == 0 {
+		t.Fatalf("connects %d and %d for %d started; want them alternating", a, b, pr.Started)
 	}
 }

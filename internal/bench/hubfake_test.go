@@ -23,6 +23,7 @@ type fakeBroker struct {
 	pong     bool
 
 	published atomic.Int64
+	connects  atomic.Int64 // CONNECTs received
 	wg        sync.WaitGroup
 }
 
@@ -64,6 +65,7 @@ func (b *fakeBroker) serve(c net.Conn) {
 	if err != nil || p.typ != mqttConnect {
 		return
 	}
+	b.connects.Add(1)
 	if _, err := c.Write([]byte{mqttConnack << 4, 2, 0, b.connack}); err != nil || b.connack != 0 {
 		return
 	}
