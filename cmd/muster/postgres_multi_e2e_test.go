@@ -260,12 +260,13 @@ func (l *regLoad) spread(ctx context.Context, ids []string) {
 //   - a: symmetric-key registrations spread over the three instances, and
 //     devices registered twice at once on two instances: every
 //     acknowledged registration has exactly one record and one identity;
-//   - b: a desired-property patch, a C2D message and a disable made
-//     through one instance's service API reach devices connected by MQTT
-//     to other instances;
+//   - b: a desired-property patch, a C2D message, a direct method (and its
+//     answer) and a disable made through one instance's service API reach
+//     devices connected by MQTT to other instances;
 //   - c: one instance is killed with SIGKILL while registrations are in
 //     flight and restarted: no acknowledged registration is lost, the
-//     device connected to it reconnects, and changes still cross
+//     device connected to it reconnects and gets the C2D message sent
+//     while it was down, and changes and direct methods still cross
 //     instances.
 func TestPostgresMultiInstance(t *testing.T) {
 	dsn := pgtest.Schema(t)
@@ -315,7 +316,16 @@ func TestPostgresMultiInstance(t *testing.T) {
 	var clientsMu sync.Mutex
 	clients := make([]*dpsclient.Client, multiInstances)
 	setClient := func(i int) {
-		c := procs[i].ts.client(t, "https")
+		// The first poll goes out at once: the server completes a
+		// registration before it answers, so the 3 s Retry-After would
+		// only make the test slower, not cover more.
+		ts := procs[i].ts
+		c, err := dpsclient.New(dpsclient.Options{Endpoint: ts.ep.DPSDeviceEndpoint, IDScope: ts.ep.IDScope, Transport: "https",
+			RootCAs: ts.roots, PollInterval: 100 * time.Millisecond, PollImmediately: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
 		clientsMu.Lock()
 		clients[i] = c
 		clientsMu.Unlock()
@@ -379,7 +389,7 @@ func TestPostgresMultiInstance(t *testing.T) {
 		if rc != 0 {
 			t.Fatalf("CONNACK %d for %s on %s", rc, dev, procs[1].name)
 		}
-		c.subscribe(t, "$iothub/twin/PATCH/properties/desired/#", "devices/"+dev+"/messages/devicebound/#")
+		c.subscribe(t, "$iothub/twin/PATCH/properties/desired/#", "devices/"+dev+"/messages/devicebound/#", "$iothub/methods/POST/#")
 
 		if _, err := hubOf(0).PatchTwin(ctx, dev, hubservice.TwinUpdate{Desired: json.RawMessage(`{"color":"blue"}`)}, ""); err != nil {
 			t.Fatal(err)
@@ -395,6 +405,39 @@ func TestPostgresMultiInstance(t *testing.T) {
 		m = c.next(t)
 		if !strings.HasPrefix(m.Topic(), "devices/"+dev+"/messages/devicebound/") || string(m.Payload()) != "from instance 2" {
 			t.Fatalf("C2D message sent on %s, received on %s: %s %q", procs[2].name, procs[1].name, m.Topic(), m.Payload())
+		}
+
+		// A direct method called through instance 0 reaches the device on
+		// instance 1, and its answer comes back; a device connected
+		// nowhere is not online at once.
+		if !multiWaitFor(func() bool {
+			d, err := hubOf(0).GetDevice(ctx, dev)
+			return err == nil && d.ConnectionState == "Connected"
+		}) {
+			t.Fatalf("%s is not recorded as connected after %v", dev, hubWait)
+		}
+		jsonHdr := map[string]string{"Content-Type": "application/json"}
+		done := make(chan hubCall, 1)
+		go func() {
+			done <- callHub(t, procs[0].ts, "POST", "/twins/"+dev+"/methods",
+				`{"methodName":"reboot","payload":{"delay":5},"responseTimeoutInSeconds":30}`, jsonHdr)
+		}()
+		m = c.next(t)
+		name, rid, ok := strings.Cut(strings.TrimPrefix(m.Topic(), "$iothub/methods/POST/"), "/?$rid=")
+		if !ok || name != "reboot" || string(m.Payload()) != `{"delay":5}` {
+			t.Fatalf("method called on %s, request on %s: %s %s", procs[0].name, procs[1].name, m.Topic(), m.Payload())
+		}
+		c.publish(t, "$iothub/methods/res/202/?$rid="+rid, 0, `{"rebooting":true}`)
+		select {
+		case res := <-done:
+			if res.status != 200 || string(res.body) != `{"status":202,"payload":{"rebooting":true}}` {
+				t.Fatalf("method called on %s for a device on %s: %d %s", procs[0].name, procs[1].name, res.status, res.body)
+			}
+		case <-time.After(hubWait):
+			t.Fatalf("no answer to the method on %s within %v", procs[0].name, hubWait)
+		}
+		if res := callHub(t, procs[2].ts, "POST", "/twins/multi-a-0004/methods", `{"methodName":"m"}`, jsonHdr); res.status != 404 || !strings.Contains(string(res.body), "404103") {
+			t.Fatalf("method for a device connected nowhere: %d %s", res.status, res.body)
 		}
 
 		// A device disabled through instance 0 is dropped by instance 2.
@@ -465,6 +508,11 @@ func TestPostgresMultiInstance(t *testing.T) {
 		if !multiWaitFor(func() bool { return !cv.IsConnectionOpen() }) {
 			t.Fatalf("the device on the killed instance still looks connected after %v", hubWait)
 		}
+		// A C2D message sent while the device's instance is down waits
+		// in the store for it.
+		if _, err := hubOf(0).SendCloudMessage(ctx, onVictim, hubservice.CloudMessage{Body: []byte("while down")}); err != nil {
+			t.Fatal(err)
+		}
 		if err := procs[victim].start(); err != nil {
 			t.Fatal(err)
 		}
@@ -477,7 +525,10 @@ func TestPostgresMultiInstance(t *testing.T) {
 		if rc != 0 {
 			t.Fatalf("CONNACK %d on reconnect to the restarted instance", rc)
 		}
-		cv2.subscribe(t, "$iothub/twin/PATCH/properties/desired/#")
+		cv2.subscribe(t, "$iothub/twin/PATCH/properties/desired/#", "devices/"+onVictim+"/messages/devicebound/#", "$iothub/methods/POST/#")
+		if m := cv2.next(t); string(m.Payload()) != "while down" {
+			t.Fatalf("C2D message sent while the instance was down: %s %q", m.Topic(), m.Payload())
+		}
 		// Changes cross in both directions with the restarted instance.
 		if _, err := hubOf(0).PatchTwin(ctx, onVictim, hubservice.TwinUpdate{Desired: json.RawMessage(`{"after":"restart"}`)}, ""); err != nil {
 			t.Fatal(err)
@@ -490,6 +541,33 @@ func TestPostgresMultiInstance(t *testing.T) {
 		}
 		if m := cs.next(t); !strings.Contains(string(m.Payload()), `"from":"restarted"`) {
 			t.Fatalf("desired patch from the restarted instance: %s %s", m.Topic(), m.Payload())
+		}
+		// A direct method called through a survivor reaches the device on
+		// the restarted instance.
+		if !multiWaitFor(func() bool {
+			d, err := hubOf(0).GetDevice(ctx, onVictim)
+			return err == nil && d.ConnectionState == "Connected"
+		}) {
+			t.Fatalf("%s is not recorded as connected after %v", onVictim, hubWait)
+		}
+		done := make(chan hubCall, 1)
+		go func() {
+			done <- callHub(t, procs[0].ts, "POST", "/twins/"+onVictim+"/methods", `{"methodName":"ping","responseTimeoutInSeconds":30}`,
+				map[string]string{"Content-Type": "application/json"})
+		}()
+		m := cv2.next(t)
+		_, rid, ok := strings.Cut(m.Topic(), "/?$rid=")
+		if !ok || !strings.HasPrefix(m.Topic(), "$iothub/methods/POST/ping/") {
+			t.Fatalf("method request on the restarted instance: %s %s", m.Topic(), m.Payload())
+		}
+		cv2.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, `"pong"`)
+		select {
+		case res := <-done:
+			if res.status != 200 || string(res.body) != `{"status":200,"payload":"pong"}` {
+				t.Fatalf("method for the device on the restarted instance: %d %s", res.status, res.body)
+			}
+		case <-time.After(hubWait):
+			t.Fatalf("no answer to the method within %v", hubWait)
 		}
 		checkRegistrations(ctx, t, procs[victim].ts.svc, hubOf(victim), "multi-group", load, "c")
 	})
