@@ -46,6 +46,10 @@ const (
 	// ChangeRetention is how long hints are kept; they are only useful to
 	// followers that are running, so a short tail suffices.
 	ChangeRetention = 10 * time.Minute
+	// ChangeRetentionBytes bounds the stream's size as well: relayed
+	// direct methods carry payloads (up to 128 KiB each way), and a burst
+	// of them must not grow the stream for ChangeRetention.
+	ChangeRetentionBytes = 256 << 20
 	// changeTrimInterval is how often a follower trims the stream.
 	changeTrimInterval = time.Minute
 	// changePublishTimeout bounds one append of a hint.
@@ -215,7 +219,7 @@ func (r *changeRelay) announce() {
 
 // trim drops hints older than ChangeRetention.
 func (r *changeRelay) trim(ctx context.Context) {
-	if _, err := r.streams.TrimStream(ctx, ChangeStream, store.Retention{Before: r.svc.now().Add(-ChangeRetention)}); err != nil && ctx.Err() == nil {
+	if _, err := r.streams.TrimStream(ctx, ChangeStream, store.Retention{Before: r.svc.now().Add(-ChangeRetention), MaxBytes: ChangeRetentionBytes}); err != nil && ctx.Err() == nil {
 		r.svc.log.Warn("change hints not trimmed", "err", err)
 	}
 }

@@ -32,13 +32,21 @@
 //     path (Service.Run).
 //
 // The Service also fronts the identity registry for the hub service API,
-// so that twin writes through it reach the desired-change notifications;
-// notifications are in-process (a client connected to another instance
-// learns of the change by its next twin GET). Disabling or deleting a
-// device through it ends the live sessions of the device and its modules
-// at once (Service.DisconnectDevice; Service.DisconnectModule for a module
-// identity); this too is in-process: a client connected to another
-// instance stays connected until it reconnects, when it is refused.
+// so that twin writes through it reach the desired-change notifications.
+// Disabling or deleting a device through it ends the live sessions of the
+// device and its modules at once (Service.DisconnectDevice;
+// Service.DisconnectModule for a module identity).
+//
+// Several instances of the hub may share one store (`muster serve` on one
+// PostgreSQL database), each holding some of the connections. With
+// Options.Changes they relay to each other, over a durable stream of that
+// store, what concerns connections held elsewhere (changes.go): desired
+// changes, C2D messages, revocations of devices and modules, and direct
+// methods with their answers (methods_relay.go); an instance that starts
+// makes the others recheck their sessions against the store, for changes
+// whose relay a crash lost (changes_recheck.go). Without it, all of this
+// is in-process: a client connected to another instance learns of a change
+// by its next twin GET or reconnect.
 //
 // Topic strings are the Azure IoT wire protocol and belong here; the MQTT
 // transport (package mqtt's hub realm) only carries them. This is a domain

@@ -25,9 +25,9 @@ const connectAttempts = 3
 // again. The zero value is ready to use.
 //
 // Presence is in-process: a client connected to another instance of the
-// hub is not dropped when its identity is revoked here (it is refused at
-// its next CONNECT, since every instance authenticates against the shared
-// registry).
+// hub is dropped by that instance, when the change relay tells it of the
+// revocation (changes.go), or refused at its next CONNECT, since every
+// instance authenticates against the shared registry.
 type presence struct {
 	mu          sync.Mutex
 	sessions    map[string]map[*Session]struct{}
@@ -158,8 +158,8 @@ func (p *presence) count(deviceID string) int {
 // sessions ended. PutDevice and RemoveDevice call it when they disable or
 // delete a device; a later CONNECT is refused by the authenticator.
 //
-// It acts in-process only: clients connected to other instances of the
-// hub stay connected until they reconnect or their token expires.
+// It acts in-process only; PutDevice and RemoveDevice also tell the other
+// instances of the hub through the change relay (Options.Changes).
 func (s *Service) DisconnectDevice(deviceID, why string) int {
 	return s.disconnect(s.live.revoke(deviceID, nil), why)
 }
