@@ -260,9 +260,10 @@ func (l *regLoad) spread(ctx context.Context, ids []string) {
 //   - a: symmetric-key registrations spread over the three instances, and
 //     devices registered twice at once on two instances: every
 //     acknowledged registration has exactly one record and one identity;
-//   - b: a desired-property patch, a C2D message, a direct method (and its
-//     answer) and a disable made through one instance's service API reach
-//     devices connected by MQTT to other instances;
+//   - b: a desired-property patch, a C2D message, direct methods (and
+//     their answers) to a device and a module, a module delete and a
+//     disable made through one instance's service API reach devices and
+//     modules connected by MQTT to other instances;
 //   - c: one instance is killed with SIGKILL while registrations are in
 //     flight and restarted: no acknowledged registration is lost, the
 //     device connected to it reconnects and gets the C2D message sent
@@ -438,6 +439,57 @@ func TestPostgresMultiInstance(t *testing.T) {
 		}
 		if res := callHub(t, procs[2].ts, "POST", "/twins/multi-a-0004/methods", `{"methodName":"m"}`, jsonHdr); res.status != 404 || !strings.Contains(string(res.body), "404103") {
 			t.Fatalf("method for a device connected nowhere: %d %s", res.status, res.body)
+		}
+
+		// The same for a module, whose deletion through instance 2 then
+		// ends its connection on instance 1.
+		if res := callHub(t, procs[0].ts, "PUT", "/devices/multi-edge", `{"deviceId":"multi-edge","capabilities":{"iotEdge":true}}`, jsonHdr); res.status != 200 {
+			t.Fatalf("PUT /devices/multi-edge: %d %s", res.status, res.body)
+		}
+		res := callHub(t, procs[0].ts, "PUT", "/devices/multi-edge/modules/mod1", `{"moduleId":"mod1","deviceId":"multi-edge"}`, jsonHdr)
+		var mod struct {
+			Authentication struct {
+				SymmetricKey struct {
+					PrimaryKey string `json:"primaryKey"`
+				} `json:"symmetricKey"`
+			} `json:"authentication"`
+		}
+		if res.status != 200 || json.Unmarshal(res.body, &mod) != nil || mod.Authentication.SymmetricKey.PrimaryKey == "" {
+			t.Fatalf("PUT module: %d %s", res.status, res.body)
+		}
+		mc := connectModule(t, procs[1].ts, hubHost, "multi-edge", "mod1", mod.Authentication.SymmetricKey.PrimaryKey)
+		mc.subscribe(t, "$iothub/methods/POST/#")
+		if !multiWaitFor(func() bool {
+			res := callHub(t, procs[0].ts, "GET", "/devices/multi-edge/modules/mod1", "", nil)
+			return res.status == 200 && strings.Contains(string(res.body), `"connectionState":"Connected"`)
+		}) {
+			t.Fatalf("module mod1 is not recorded as connected after %v", hubWait)
+		}
+		go func() {
+			done <- callHub(t, procs[0].ts, "POST", "/twins/multi-edge/modules/mod1/methods", `{"methodName":"status","responseTimeoutInSeconds":30}`, jsonHdr)
+		}()
+		m = mc.next(t)
+		_, rid, ok = strings.Cut(m.Topic(), "/?$rid=")
+		if !ok || !strings.HasPrefix(m.Topic(), "$iothub/methods/POST/status/") {
+			t.Fatalf("module method request on %s: %s %s", procs[1].name, m.Topic(), m.Payload())
+		}
+		mc.publish(t, "$iothub/methods/res/200/?$rid="+rid, 0, `{"up":true}`)
+		select {
+		case res := <-done:
+			if res.status != 200 || string(res.body) != `{"status":200,"payload":{"up":true}}` {
+				t.Fatalf("module method called on %s for a module on %s: %d %s", procs[0].name, procs[1].name, res.status, res.body)
+			}
+		case <-time.After(hubWait):
+			t.Fatalf("no answer to the module method within %v", hubWait)
+		}
+		if res := callHub(t, procs[2].ts, "DELETE", "/devices/multi-edge/modules/mod1", "", nil); res.status != 204 {
+			t.Fatalf("DELETE module: %d %s", res.status, res.body)
+		}
+		if !multiWaitFor(func() bool { return !mc.IsConnectionOpen() }) {
+			t.Fatalf("module mod1, deleted through %s, is still connected to %s after %v", procs[2].name, procs[1].name, hubWait)
+		}
+		if res := callHub(t, procs[2].ts, "DELETE", "/devices/multi-edge", "", nil); res.status != 204 { // no registration record: part c counts
+			t.Fatalf("DELETE /devices/multi-edge: %d %s", res.status, res.body)
 		}
 
 		// A device disabled through instance 0 is dropped by instance 2.
