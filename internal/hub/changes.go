@@ -28,6 +28,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,8 +53,13 @@ const (
 	ChangeRetentionBytes = 256 << 20
 	// changeTrimInterval is how often a follower trims the stream.
 	changeTrimInterval = time.Minute
-	// changePublishTimeout bounds one append of a hint.
+	// changePublishTimeout bounds the appends of one hint (and one
+	// append of a relayed call, ack or result).
 	changePublishTimeout = 10 * time.Second
+	// changePublishAttempts is how often a hint is tried, waiting
+	// changePublishRetryDelay, then twice as long, between tries.
+	changePublishAttempts   = 3
+	changePublishRetryDelay = 100 * time.Millisecond
 )
 
 // Kinds of change hints.
@@ -102,18 +108,35 @@ func newChangeRelay(svc *Service, streams store.Streams) *changeRelay {
 }
 
 // publish appends one hint. It runs after the write it announces has
-// committed; a failure is logged, as the write itself stands: other
-// instances then learn of it only at the device's next connection (or the
-// next C2D sweep).
+// committed, and tries changePublishAttempts times (within
+// changePublishTimeout): a hint appended twice costs a redundant read. A
+// failure is logged, as the write itself stands: other instances then
+// learn of it only at the device's next connection (or the next C2D
+// sweep).
 func (r *changeRelay) publish(kind, deviceID, moduleID, why string) {
 	if r == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), changePublishTimeout)
 	defer cancel()
-	if err := r.append(ctx, deviceID, moduleID, changeDoc{Kind: kind, Why: why}, nil); err != nil {
-		r.svc.log.Warn("change hint not shared with the other instances; their sessions learn of it when they reconnect",
-			"kind", kind, "deviceId", deviceID, "moduleId", moduleID, "err", err)
+	delay := changePublishRetryDelay
+	for attempt := 1; ; attempt++ {
+		err := r.append(ctx, deviceID, moduleID, changeDoc{Kind: kind, Why: why}, nil)
+		if err == nil {
+			return
+		}
+		if attempt == changePublishAttempts || errors.Is(err, store.ErrTooLarge) || ctx.Err() != nil {
+			r.svc.log.Warn("change hint not shared with the other instances; their sessions learn of it when they reconnect",
+				"kind", kind, "deviceId", deviceID, "moduleId", moduleID, "attempts", attempt, "err", err)
+			return
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		delay *= 2
 	}
 }
 

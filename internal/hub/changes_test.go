@@ -3,6 +3,8 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -221,5 +223,50 @@ func TestLostHintsRecheckedOnRestart(t *testing.T) {
 	case <-c1.disconnected:
 		t.Fatal("the session of an unchanged device was ended")
 	default:
+	}
+}
+
+// flakyStreams fails the first fails appends.
+type flakyStreams struct {
+	store.Streams
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyStreams) AppendMessages(ctx context.Context, stream string, entries []store.StreamEntry) ([]int64, error) {
+	f.mu.Lock()
+	fail := f.fails > 0
+	f.fails--
+	f.mu.Unlock()
+	if fail {
+		return nil, errors.New("connection reset")
+	}
+	return f.Streams.AppendMessages(ctx, stream, entries)
+}
+
+// TestChangeHintRetried: a hint whose append fails is tried again, up to
+// changePublishAttempts times; the write it announces stands either way.
+func TestChangeHintRetried(t *testing.T) {
+	for _, tc := range []struct {
+		fails, want int
+	}{{fails: changePublishAttempts - 1, want: 1}, {fails: changePublishAttempts, want: 0}} {
+		t.Run(fmt.Sprintf("fails=%d", tc.fails), func(t *testing.T) {
+			e := newEnv(t)
+			svc, err := New(Options{Registry: e.reg, Auth: fakeAuth{}, Telemetry: e.events, Now: testNow, Changes: &flakyStreams{Streams: e.st, fails: tc.fails}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.device(t, "dev1")
+			if _, err := svc.PatchTwin(context.Background(), "dev1", registry.TwinUpdate{Desired: json.RawMessage(`{"x":1}`)}, ""); err != nil {
+				t.Fatalf("PatchTwin: %v; the write stands whatever happens to its hint", err)
+			}
+			info, err := e.st.StreamInfo(context.Background(), ChangeStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Count != int64(tc.want) {
+				t.Fatalf("%d hints appended; want %d", info.Count, tc.want)
+			}
+		})
 	}
 }
