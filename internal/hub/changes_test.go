@@ -24,40 +24,48 @@ import (
 func twoInstances(t *testing.T) (a, b *env) {
 	t.Helper()
 	st := memstore.New(100)
-	mk := func() *env {
-		reg := registry.New(testHub, st, testNow)
-		auth, err := hubauth.New(hubauth.Options{HubHostName: testHub, Identities: hubauth.NewRegistryIdentities(reg), Attempts: st, Now: testNow})
-		if err != nil {
-			t.Fatal(err)
-		}
-		events, err := telemetry.NewEndpoint(st, telemetry.Options{Now: testNow})
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc, err := New(Options{Registry: reg, Auth: auth, Telemetry: events, Now: testNow, Changes: st})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &env{st: st, reg: reg, events: events, svc: svc}
+	return newInstance(t, st), newInstance(t, st)
+}
+
+// thirdInstance returns one more instance on the store of a.
+func thirdInstance(t *testing.T, a *env) *env {
+	t.Helper()
+	return newInstance(t, a.st)
+}
+
+// newInstance returns an instance of the hub on st that follows the
+// change stream from its current end until the test ends.
+func newInstance(t *testing.T, st *memstore.Store) *env {
+	t.Helper()
+	reg := registry.New(testHub, st, testNow)
+	auth, err := hubauth.New(hubauth.Options{HubHostName: testHub, Identities: hubauth.NewRegistryIdentities(reg), Attempts: st, Now: testNow})
+	if err != nil {
+		t.Fatal(err)
 	}
-	a, b = mk(), mk()
+	events, err := telemetry.NewEndpoint(st, telemetry.Options{Now: testNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Options{Registry: reg, Auth: auth, Telemetry: events, Now: testNow, Changes: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{st: st, reg: reg, events: events, svc: svc}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, e := range []*env{a, b} {
-		cursor, ok := e.svc.changes.tail(ctx)
-		if !ok {
-			t.Fatal("change stream end not read")
-		}
-		wg.Go(func() {
-			e.svc.changes.follow(ctx, cursor)
-			e.svc.changes.methods.served.Wait()
-		})
+	cursor, ok := svc.changes.tail(ctx)
+	if !ok {
+		t.Fatal("change stream end not read")
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		svc.changes.follow(ctx, cursor)
+		svc.changes.methods.served.Wait()
+	})
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
 	})
-	return a, b
+	return e
 }
 
 // TestChangesReachOtherInstance: a desired patch, a C2D message and a

@@ -16,7 +16,10 @@ package hub
 //     request to the device and, once it answers or the response timeout
 //     passes, appends the result (status and payload, or why there is
 //     none). An instance that has a connection of the target that is not
-//     subscribed to methods answers at once that it is not online.
+//     subscribed to methods answers that it is not online; the caller
+//     takes that answer only if no instance acks in time, as the
+//     connection may be a stale one of a device that reconnected to
+//     another instance.
 //  3. The caller waits for the ack for the connect timeout plus
 //     methodAckWait (404 device not online if none comes: no instance has
 //     the target connected), then for the result for the response timeout
@@ -160,7 +163,15 @@ func (r *changeRelay) invoke(ctx context.Context, c MethodCall, payload []byte) 
 	key := clientKey(c.DeviceID, c.ModuleID)
 	wait := time.NewTimer(c.ConnectTimeout + r.methods.ackWait)
 	defer wait.Stop()
-	taken := false
+	var (
+		taken bool
+		acked = map[string]bool{} // origins that took the call
+		// unsubscribed is a "not online" of an instance holding an
+		// unsubscribed connection (perhaps a stale one, the device having
+		// reconnected elsewhere): it stands only if no instance takes the
+		// call.
+		unsubscribed *relayedReply
+	)
 	for {
 		var changed <-chan struct{}
 		if !taken && c.ConnectTimeout > 0 {
@@ -173,11 +184,16 @@ func (r *changeRelay) invoke(ctx context.Context, c MethodCall, payload []byte) 
 		}
 		select {
 		case rep := <-replies:
-			if rep.doc.Kind == changeMethodAck {
+			switch {
+			case rep.doc.Kind == changeMethodAck:
+				acked[rep.doc.Origin] = true
 				if !taken {
 					taken = true
 					wait.Reset(c.ResponseTimeout + r.methods.ackWait)
 				}
+				continue
+			case rep.doc.Outcome == outcomeNotOnline && !acked[rep.doc.Origin]:
+				unsubscribed = &rep
 				continue
 			}
 			return relayedResult(rep)
@@ -185,6 +201,9 @@ func (r *changeRelay) invoke(ctx context.Context, c MethodCall, payload []byte) 
 		case <-wait.C:
 			if taken {
 				return MethodResult{}, fmt.Errorf("%w: the instance holding its connection sent no answer within %v", ErrMethodTimeout, c.ResponseTimeout+r.methods.ackWait)
+			}
+			if unsubscribed != nil {
+				return relayedResult(*unsubscribed)
 			}
 			return MethodResult{}, fmt.Errorf("%w: no instance of the hub has a connection of it subscribed to %s (waited %v)", ErrDeviceNotOnline, MethodsFilter, c.ConnectTimeout+r.methods.ackWait)
 		case <-ctx.Done():

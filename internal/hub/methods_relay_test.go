@@ -148,9 +148,27 @@ func TestMethodOtherInstanceFailures(t *testing.T) {
 		a, b := twoInstances(t)
 		b.connect(t, "dev1")
 		b.svc.flushPresence()
+		a.svc.changes.methods.ackWait = 10 * time.Millisecond
 		_, err := a.svc.InvokeMethod(context.Background(), MethodCall{DeviceID: "dev1", Name: "m", ResponseTimeout: waitLimit})
 		if !errors.Is(err, ErrDeviceNotOnline) || !strings.Contains(err.Error(), "not subscribed") {
 			t.Fatalf("err = %v; want ErrDeviceNotOnline from the instance holding the connection", err)
+		}
+	})
+	t.Run("stale connection here, subscribed one there", func(t *testing.T) {
+		// dev1 reconnected to c; its old, unsubscribed connection on b
+		// has not ended yet. b's "not online" must not win over c.
+		a, b := twoInstances(t)
+		c := thirdInstance(t, a)
+		b.connect(t, "dev1")
+		s, cc := c.connectExisting(t, "dev1")
+		if !s.Allow(MethodsFilter, false) {
+			t.Fatal("method subscription refused")
+		}
+		c.svc.flushPresence()
+		ch := invoke(a.svc, MethodCall{DeviceID: "dev1", Name: "m", ResponseTimeout: waitLimit})
+		answer(t, s, cc.next(t), "200", `1`)
+		if got := waitInvoke(t, ch); got.err != nil || got.res.Status != 200 {
+			t.Fatalf("InvokeMethod = %+v; want the answer of the subscribed connection", got)
 		}
 	})
 	t.Run("stale presence record", func(t *testing.T) {
