@@ -177,6 +177,9 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 	if err != nil {
 		return err
 	}
+	if err := hubSvc.PrepareChanges(ctx); err != nil { // before any connection, so that none misses a change
+		return err
+	}
 	configurations, deployer, err := newDeployments(hub, hubSvc, st, docs, now, log.With("component", "deploy"))
 	if err != nil {
 		return err

@@ -30,6 +30,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/muster-iot/muster/internal/store"
@@ -88,8 +90,13 @@ type changeRelay struct {
 	svc     *Service
 	// methods are the relayed direct-method calls (methods_relay.go).
 	methods methodRelay
-	// recheck coalesces session rechecks (changes_recheck.go).
+	// recheck coalesces session rechecks, and peers are the other
+	// instances heard from (changes_recheck.go).
 	recheck recheckState
+	peers   peerSet
+	// start is where run follows from, once prepared (PrepareChanges).
+	start    atomic.Int64
+	prepared atomic.Bool
 }
 
 // newChangeRelay returns the relay of svc over streams, or nil when
@@ -163,9 +170,17 @@ func (r *changeRelay) run(ctx context.Context) {
 	if r == nil {
 		return
 	}
-	if cursor, ok := r.tail(ctx); ok {
+	cursor, ok := r.start.Load(), r.prepared.Load()
+	if !ok {
+		cursor, ok = r.tail(ctx)
+	}
+	if ok {
 		r.announce()
+		var wg sync.WaitGroup
+		wg.Go(func() { r.heartbeat(ctx) }) // changes_recheck.go
 		r.follow(ctx, cursor)
+		wg.Wait()
+		r.publish(changeStopped, restartKey, "", "an instance of the hub stopped")
 	}
 	r.methods.served.Wait() // the calls this instance was serving end with ctx
 }
@@ -196,6 +211,7 @@ func (r *changeRelay) follow(ctx context.Context, cursor int64) {
 			if len(entries) == store.MaxStreamReadLimit {
 				continue // more are waiting
 			}
+			r.checkPeers(ctx, r.svc.now())
 		}
 		if !poll.Stop() {
 			select {
@@ -213,6 +229,20 @@ func (r *changeRelay) follow(ctx context.Context, cursor int64) {
 			r.trim(ctx)
 		}
 	}
+}
+
+// prepare reads where the stream ends, for run to follow from there.
+func (r *changeRelay) prepare(ctx context.Context) error {
+	if r == nil {
+		return nil
+	}
+	st, err := r.streams.StreamInfo(ctx, ChangeStream)
+	if err != nil {
+		return fmt.Errorf("read the end of %s: %w", ChangeStream, err)
+	}
+	r.start.Store(st.LastSeq)
+	r.prepared.Store(true)
+	return nil
 }
 
 // tail returns the stream's last seq, retrying until it is read or ctx
@@ -258,6 +288,7 @@ func (r *changeRelay) apply(ctx context.Context, e store.StreamEntry) {
 	if d.Origin == r.origin {
 		return
 	}
+	r.peers.seen(d.Origin, d.Kind, r.svc.now())
 	switch d.Kind {
 	case changeDesired:
 		r.svc.wakeLocalWatchers(clientKey(e.Key, e.Sub))
@@ -281,6 +312,7 @@ func (r *changeRelay) apply(ctx context.Context, e store.StreamEntry) {
 		r.svc.c2dMayWait(e.Key)
 	case changeRestarted:
 		r.recheckSoon(ctx)
+	case changeAlive, changeStopped: // peers.seen
 	default:
 		r.svc.log.Debug("change hint of an unknown kind skipped", "seq", e.Seq, "kind", d.Kind)
 	}

@@ -9,17 +9,21 @@ package hub
 // poll of the change stream cannot find it: it reads hints, not state.
 //
 // Every instance therefore announces its start on the change stream (a
-// "restarted" hint), and every other instance, reading it, rechecks all
-// of its sessions against the stored state: it ends the sessions of
-// identities that are gone or disabled, and wakes every desired-property
-// watcher and C2D receiver, which read their stored twin or queue and
-// send only what is newer than what they sent. A change whose hint was
-// lost thus reaches its sessions once the instance that made it is
-// restarted (or, for C2D messages, at the next C2D sweep, whichever comes
-// first); the desired watchers' version check makes the recheck harmless
-// to sessions that missed nothing. A failed append of a hint (the store
-// unreachable for changePublishTimeout) is not recovered this way; it is
-// logged, and the sessions learn of the change when they reconnect.
+// "restarted" hint) and that it is alive every changeHeartbeatInterval
+// (and that it stops, when it stops cleanly). Every other instance
+// rechecks all of its sessions against the stored state when it reads a
+// start, or when an instance it heard from falls silent for
+// changePeerTimeout without saying it stopped (it died, and is perhaps
+// not restarted): it ends the sessions of identities that are gone or
+// disabled, and wakes every desired-property watcher and C2D receiver,
+// which read their stored twin or queue and send only what is newer than
+// what they sent. A change whose hint was lost thus reaches its sessions
+// once the instance that made it is restarted or within about
+// changePeerTimeout (C2D messages also at the next C2D sweep); the
+// desired watchers' version check makes the recheck harmless to sessions
+// that missed nothing. A failed append of a hint (the store unreachable
+// for changePublishTimeout, after retries) is not recovered this way; it
+// is logged, and the sessions learn of the change when they reconnect.
 
 import (
 	"context"
@@ -30,8 +34,21 @@ import (
 	"github.com/muster-iot/muster/internal/registry"
 )
 
-// changeRestarted is the hint an instance appends when its relay starts.
-const changeRestarted = "restarted"
+// Hints about the instances themselves.
+const (
+	changeRestarted = "restarted" // the origin started
+	changeAlive     = "alive"     // the origin runs (every changeHeartbeatInterval)
+	changeStopped   = "stopped"   // the origin stops cleanly
+)
+
+// Liveness of the instances.
+const (
+	// changeHeartbeatInterval is how often an instance says it is alive.
+	changeHeartbeatInterval = 30 * time.Second
+	// changePeerTimeout is how long an instance may stay silent before
+	// the others take it for dead and recheck their sessions.
+	changePeerTimeout = 3 * changeHeartbeatInterval
+)
 
 // restartKey is the Key of restarted hints (every entry needs one).
 const restartKey = "$hub"
@@ -170,4 +187,74 @@ func (p *presence) identities() map[string][]string {
 		}
 	}
 	return out
+}
+
+// heartbeat says that this instance is alive every
+// changeHeartbeatInterval until ctx ends.
+func (r *changeRelay) heartbeat(ctx context.Context) {
+	t := time.NewTicker(changeHeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.publish(changeAlive, restartKey, "", "")
+		}
+	}
+}
+
+// peerSet is when each other instance was last heard from; the zero
+// value is ready to use.
+type peerSet struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// seen notes an entry of kind from origin at now; an instance that
+// stopped cleanly is forgotten.
+func (p *peerSet) seen(origin, kind string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if kind == changeStopped {
+		delete(p.last, origin)
+		return
+	}
+	if p.last == nil {
+		p.last = map[string]time.Time{}
+	}
+	p.last[origin] = now
+}
+
+// heard reports whether origin is known.
+func (p *peerSet) heard(origin string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.last[origin]
+	return ok
+}
+
+// silent forgets and returns the instances not heard from since
+// changePeerTimeout before now.
+func (p *peerSet) silent(now time.Time) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for origin, last := range p.last {
+		if now.Sub(last) > changePeerTimeout {
+			delete(p.last, origin)
+			out = append(out, origin)
+		}
+	}
+	return out
+}
+
+// checkPeers rechecks this instance's sessions when another instance
+// fell silent: it may have died between a write and its hint.
+func (r *changeRelay) checkPeers(ctx context.Context, now time.Time) {
+	if dead := r.peers.silent(now); len(dead) > 0 {
+		r.svc.log.Info("hub instances fell silent without stopping; rechecking this instance's sessions for changes they may not have relayed",
+			"instances", dead, "silentFor", changePeerTimeout)
+		r.recheckSoon(ctx)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/muster-iot/muster/internal/hubauth"
 	"github.com/muster-iot/muster/internal/registry"
 	"github.com/muster-iot/muster/internal/store"
@@ -37,20 +39,8 @@ func thirdInstance(t *testing.T, a *env) *env {
 // change stream from its current end until the test ends.
 func newInstance(t *testing.T, st *memstore.Store) *env {
 	t.Helper()
-	reg := registry.New(testHub, st, testNow)
-	auth, err := hubauth.New(hubauth.Options{HubHostName: testHub, Identities: hubauth.NewRegistryIdentities(reg), Attempts: st, Now: testNow})
-	if err != nil {
-		t.Fatal(err)
-	}
-	events, err := telemetry.NewEndpoint(st, telemetry.Options{Now: testNow})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := New(Options{Registry: reg, Auth: auth, Telemetry: events, Now: testNow, Changes: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{st: st, reg: reg, events: events, svc: svc}
+	e := idleInstance(t, st)
+	svc := e.svc
 	ctx, cancel := context.WithCancel(context.Background())
 	cursor, ok := svc.changes.tail(ctx)
 	if !ok {
@@ -66,6 +56,26 @@ func newInstance(t *testing.T, st *memstore.Store) *env {
 		wg.Wait()
 	})
 	return e
+}
+
+// idleInstance returns an instance of the hub on st that does not follow
+// the change stream.
+func idleInstance(t *testing.T, st *memstore.Store) *env {
+	t.Helper()
+	reg := registry.New(testHub, st, testNow)
+	auth, err := hubauth.New(hubauth.Options{HubHostName: testHub, Identities: hubauth.NewRegistryIdentities(reg), Attempts: st, Now: testNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := telemetry.NewEndpoint(st, telemetry.Options{Now: testNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Options{Registry: reg, Auth: auth, Telemetry: events, Now: testNow, Changes: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{st: st, reg: reg, events: events, svc: svc}
 }
 
 // TestChangesReachOtherInstance: a desired patch, a C2D message and a
@@ -276,5 +286,80 @@ func TestChangeHintRetried(t *testing.T) {
 				t.Fatalf("%d hints appended; want %d", info.Count, tc.want)
 			}
 		})
+	}
+}
+
+// TestSilentInstanceRechecked: when an instance that was heard from falls
+// silent without saying it stopped (it died, perhaps between a write and
+// its hint), the others recheck their sessions.
+func TestSilentInstanceRechecked(t *testing.T) {
+	a, b := twoInstances(t)
+	ctx := context.Background()
+	s1, c1 := b.connect(t, "dev1")
+	if !s1.Allow(DesiredFilter, false) {
+		t.Fatal("desired subscription refused")
+	}
+	a.svc.changes.publish(changeAlive, restartKey, "", "")
+	for !b.svc.changes.peers.heard(a.svc.changes.origin) {
+		time.Sleep(time.Millisecond) // b reads it at once (memstore wakes it)
+	}
+	if _, err := a.reg.PatchTwin(ctx, "dev1", registry.TwinUpdate{Desired: json.RawMessage(`{"lost":1}`)}, ""); err != nil {
+		t.Fatal(err) // through the registry: no hint, as if a died before appending it
+	}
+	b.svc.changes.checkPeers(ctx, testNow().Add(changePeerTimeout/2))
+	c1.none(t) // not silent long enough (and the recheck would be asynchronous anyway)
+	b.svc.changes.checkPeers(ctx, testNow().Add(changePeerTimeout+time.Second))
+	if got := c1.next(t); got.Payload != `{"lost":1,"$version":2}` {
+		t.Fatalf("desired notification after the recheck = %+v", got)
+	}
+}
+
+func TestPeerSet(t *testing.T) {
+	var p peerSet
+	t0 := testNow()
+	p.seen("a", changeAlive, t0)
+	p.seen("b", changeRestarted, t0)
+	p.seen("c", changeAlive, t0)
+	p.seen("c", changeStopped, t0.Add(time.Second)) // stopped cleanly: not dead
+	p.seen("b", changeDesired, t0.Add(changePeerTimeout))
+	if got := p.silent(t0.Add(changePeerTimeout / 2)); len(got) != 0 {
+		t.Fatalf("silent too early: %v", got)
+	}
+	if diff := cmp.Diff([]string{"a"}, p.silent(t0.Add(changePeerTimeout+time.Second))); diff != "" {
+		t.Fatalf("silent (-want +got):\n%s", diff)
+	}
+	if got := p.silent(t0.Add(changePeerTimeout + time.Second)); len(got) != 0 {
+		t.Fatalf("an instance reported silent twice: %v", got)
+	}
+}
+
+// TestChangesPreparedBeforeConnections: a change made after PrepareChanges
+// reaches a session that connected before the relay started to follow
+// (as when `muster serve` accepts connections before Run gets going).
+func TestChangesPreparedBeforeConnections(t *testing.T) {
+	a, _ := twoInstances(t)
+	b := idleInstance(t, a.st)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	if err := b.svc.PrepareChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, c := b.connect(t, "dev1")
+	if !s.Allow(DesiredFilter, false) {
+		t.Fatal("desired subscription refused")
+	}
+	if _, err := a.svc.PatchTwin(ctx, "dev1", registry.TwinUpdate{Desired: json.RawMessage(`{"early":true}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(done)
+		b.svc.changes.run(ctx)
+	}()
+	if got := c.next(t); got.Payload != `{"early":true,"$version":2}` {
+		t.Fatalf("desired notification = %+v", got)
 	}
 }

@@ -151,6 +151,16 @@ func (r *presenceRecorder) signal() <-chan struct{} {
 	return r.wakeChanLocked()
 }
 
+// PrepareChanges reads where the change stream of Options.Changes ends,
+// so that Run relays to this instance's sessions every change the other
+// instances make after PrepareChanges returns. Call it before serving
+// connections: a client that connects and subscribes before Run has read
+// the stream's end could otherwise miss a change made in between. Without
+// it, Run reads the end itself; without Options.Changes it does nothing.
+func (s *Service) PrepareChanges(ctx context.Context) error {
+	return s.changes.prepare(ctx)
+}
+
 // Run does the hub's background work until ctx ends: it writes
 // connection-state and activity changes to the registry, and every
 // C2DSweepInterval it drops expired C2D messages and wakes the receivers
