@@ -241,8 +241,10 @@ func (r *changeRelay) serveCall(ctx context.Context, e store.StreamEntry, d chan
 	key := clientKey(e.Key, e.Sub)
 	if connect == 0 {
 		if sess, _ := r.svc.methodTarget(key); sess == nil {
-			if r.svc.live.has(e.Key, e.Sub) {
-				r.reply(ctx, e, d, changeDoc{Kind: changeMethodResult, Why: "its connection is not subscribed to " + MethodsFilter, methodFields: methodFields{Outcome: outcomeNotOnline}}, nil)
+			if r.svc.live.has(e.Key, e.Sub) { // in the background: the follower must not wait for the append
+				r.methods.served.Go(func() {
+					r.reply(ctx, e, d, changeDoc{Kind: changeMethodResult, Why: "its connection is not subscribed to " + MethodsFilter, methodFields: methodFields{Outcome: outcomeNotOnline}}, nil)
+				})
 			}
 			return
 		}
