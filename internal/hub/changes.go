@@ -162,20 +162,23 @@ func (r *changeRelay) append(ctx context.Context, deviceID, moduleID string, d c
 	return nil
 }
 
-// run follows the stream from its current end until ctx ends, applying
-// the hints of other relays to this instance's sessions, and trims it.
-// Once it knows the end, it announces that this instance started, so that
-// the others recheck their sessions (changes_recheck.go).
+// run follows the stream from where prepare found its end (else from its
+// current end) until ctx ends, applying the hints of other relays to this
+// instance's sessions, and trims it. Without prepare, once it knows the
+// end, it announces that this instance started, so that the others
+// recheck their sessions (changes_recheck.go); it says the instance is
+// alive until ctx ends, then that it stopped.
 func (r *changeRelay) run(ctx context.Context) {
 	if r == nil {
 		return
 	}
-	cursor, ok := r.start.Load(), r.prepared.Load()
+	cursor, ok := r.start.Load(), r.prepared.Load() // prepare announced the start
 	if !ok {
-		cursor, ok = r.tail(ctx)
+		if cursor, ok = r.tail(ctx); ok {
+			r.announce()
+		}
 	}
 	if ok {
-		r.announce()
 		var wg sync.WaitGroup
 		wg.Go(func() { r.heartbeat(ctx) }) // changes_recheck.go
 		r.follow(ctx, cursor)
@@ -231,7 +234,10 @@ func (r *changeRelay) follow(ctx context.Context, cursor int64) {
 	}
 }
 
-// prepare reads where the stream ends, for run to follow from there.
+// prepare reads where the stream ends, for run to follow from there, and
+// announces that this instance started: before it takes any write whose
+// hint a crash could lose, so that the others know it and recheck if it
+// falls silent.
 func (r *changeRelay) prepare(ctx context.Context) error {
 	if r == nil {
 		return nil
@@ -242,6 +248,7 @@ func (r *changeRelay) prepare(ctx context.Context) error {
 	}
 	r.start.Store(st.LastSeq)
 	r.prepared.Store(true)
+	r.announce()
 	return nil
 }
 

@@ -155,8 +155,9 @@ func (r *presenceRecorder) signal() <-chan struct{} {
 // so that Run relays to this instance's sessions every change the other
 // instances make after PrepareChanges returns. Call it before serving
 // connections: a client that connects and subscribes before Run has read
-// the stream's end could otherwise miss a change made in between. Without
-// it, Run reads the end itself; without Options.Changes it does nothing.
+// the stream's end could otherwise miss a change made in between. It also
+// tells the other instances that this one started. Without it, Run does
+// both itself; without Options.Changes it does nothing.
 func (s *Service) PrepareChanges(ctx context.Context) error {
 	return s.changes.prepare(ctx)
 }
