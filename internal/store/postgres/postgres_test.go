@@ -477,6 +477,7 @@ func TestPostgresAttemptLimitLoweredOnReopen(t *testing.T) {
 // TestPostgresPersistent runs the database backends' suite: refusals,
 // deep documents, Close under concurrent writers.
 func TestPostgresPersistent(t *testing.T) {
+	pgtest.BaseDSN(t) // skips here, not in a subtest, without a server
 	reopen := reopener(t, postgres.Options{})
 	storetest.RunPersistent(t, func(t *testing.T, dir string) store.Store { return reopen(t, dir) })
 }

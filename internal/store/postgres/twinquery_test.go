@@ -17,6 +17,7 @@ import (
 // registry) and the same queries, with the in-memory store as the
 // reference.
 func TestPostgresQueryTwins(t *testing.T) {
+	pgtest.BaseDSN(t) // skips here, not in each subtest, without a server
 	twinquerytest.Run(t, "postgres", func(t *testing.T) twinquerytest.Store {
 		return open(t, pgtest.Schema(t), postgres.Options{})
 	})
