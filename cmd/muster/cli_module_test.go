@@ -59,6 +59,10 @@ sensor      IotEdge     sas             Disconnected  -
 	if err := json.Unmarshal(tw.Properties.Desired, &desired); err != nil {
 		t.Fatal(err)
 	}
+	if desired["$metadata"] == nil {
+		t.Errorf("updated module twin's desired has no $metadata: %s", tw.Properties.Desired)
+	}
+	delete(desired, "$metadata")
 	if diff := cmp.Diff(map[string]any{"SendInterval": 5.0, "$version": 2.0}, desired); diff != "" || tw.ModuleID != "sensor" {
 		t.Errorf("updated module twin %s (-want +got):\n%s", tw.ModuleID, diff)
 	}

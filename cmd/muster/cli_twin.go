@@ -117,6 +117,21 @@ etag read just before, so a concurrent change is not overwritten.`,
 	return cmd
 }
 
+// sectionText is a desired or reported section for the text view: its
+// members and $version, without the $metadata tree (-o json keeps it).
+func sectionText(raw json.RawMessage) string {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return rawText(raw)
+	}
+	delete(m, "$metadata")
+	b, err := json.Marshal(m)
+	if err != nil {
+		return rawText(raw)
+	}
+	return string(b)
+}
+
 // twinDetails describes a device or module twin.
 func twinDetails(t *hubservice.Twin) *details {
 	var d details
@@ -129,8 +144,8 @@ func twinDetails(t *hubservice.Twin) *details {
 		d.add("IoT Edge", boolText(t.Capabilities.IoTEdge))
 	}
 	d.add("Tags", rawText(t.Tags))
-	d.add("Desired", rawText(t.Properties.Desired))
-	d.add("Reported", rawText(t.Properties.Reported))
+	d.add("Desired", sectionText(t.Properties.Desired))
+	d.add("Reported", sectionText(t.Properties.Reported))
 	d.add("Version", fmt.Sprint(t.Version))
 	d.add("ETag", t.ETag)
 	return &d

@@ -121,6 +121,7 @@ func TestHubConfigurationRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(desired, "$version")
+	delete(desired, "$metadata")
 	if b, _ := json.Marshal(desired); string(b) != testAgent || agent.Configurations["deploy1"].Status != "Applied" {
 		t.Fatalf("$edgeAgent desired %s, configurations %v", b, agent.Configurations)
 	}

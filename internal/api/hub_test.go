@@ -400,7 +400,7 @@ func TestHubTwins(t *testing.T) {
 		b, _ := json.Marshal(v)
 		return string(b)
 	}
-	gotParts := []parts{{patched.Version, canon(patched.Tags), canon(patched.Properties.Desired)}, {patched2.Version, canon(patched2.Tags), canon(patched2.Properties.Desired)}}
+	gotParts := []parts{{patched.Version, canon(patched.Tags), desiredJSON(t, patched.Properties.Desired)}, {patched2.Version, canon(patched2.Tags), desiredJSON(t, patched2.Properties.Desired)}}
 	wantParts := []parts{{2, `{"loc":{"row":1},"site":"plant-7"}`, `{"$version":2,"interval":5}`}, {3, `{"site":"plant-7"}`, `{"$version":3,"interval":5,"mode":"eco"}`}}
 	if diff := cmp.Diff(wantParts, gotParts); diff != "" {
 		t.Errorf("patched twins (-want +got):\n%s", diff)
@@ -441,7 +441,7 @@ func TestHubTwins(t *testing.T) {
 	}
 	var replaced twinView
 	res.decode(t, &replaced)
-	got := []parts{{replaced.Version, canon(replaced.Tags), canon(replaced.Properties.Desired)}}
+	got := []parts{{replaced.Version, canon(replaced.Tags), desiredJSON(t, replaced.Properties.Desired)}}
 	if diff := cmp.Diff([]parts{{4, `{"only":true}`, `{"$version":4,"fresh":1}`}}, got); diff != "" || canon(replaced.Properties.Reported) != `{"$version":1}` {
 		t.Errorf("replaced twin (-want +got):\n%s\nreported %s", diff, replaced.Properties.Reported)
 	}

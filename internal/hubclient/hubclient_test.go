@@ -165,6 +165,7 @@ func (rh *remoteHub) twinOf(id string) (tags, desired string, version int64) {
 		rh.t.Fatal(err)
 	}
 	delete(d, "$version")
+	delete(d, "$metadata")
 	db, _ := json.Marshal(d)
 	return canon(rh.t, tw.Tags), string(db), tw.Version
 }

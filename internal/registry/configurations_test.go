@@ -21,7 +21,7 @@ func TestSetConfigurations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tw.Version != before.Version+1 || tw.ETag == before.ETag || canonical(t, tw.Properties.Desired) != canonical(t, before.Properties.Desired) {
+	if tw.Version != before.Version+1 || tw.ETag == before.ETag || desiredValues(t, tw.Properties.Desired) != desiredValues(t, before.Properties.Desired) {
 		t.Fatalf("after SetConfigurations: version %d etag %q desired %s", tw.Version, tw.ETag, tw.Properties.Desired)
 	}
 	got, err := f.hub.GetTwin(ctx, "edge1")

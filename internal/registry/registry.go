@@ -184,15 +184,17 @@ func objectOrEmpty(raw json.RawMessage) json.RawMessage {
 	return raw
 }
 
-// withVersion sets "$version" in a property collection.
-func withVersion(raw json.RawMessage, v int64) (json.RawMessage, error) {
-	m := map[string]json.RawMessage{}
-	if err := json.Unmarshal(objectOrEmpty(raw), &m); err != nil {
+// initialDesired is the desired section of a new twin: the values of raw
+// (any "$version" or "$metadata" in it dropped) at $version v, every node
+// stamped in $metadata with now and v, as IoT Hub writes a twin.
+func initialDesired(raw json.RawMessage, v int64, now time.Time) (json.RawMessage, error) {
+	m, err := decodeObject(raw)
+	if err != nil {
 		return nil, err
 	}
 	delete(m, "$metadata")
-	m["$version"] = json.RawMessage(fmt.Sprint(v))
-	return json.Marshal(m)
+	delete(m, "$version")
+	return json.Marshal(twin.StampDesired(nil, m, nil, v, now))
 }
 
 // ProvisionDevice creates or updates a device identity for the provisioning
@@ -263,7 +265,7 @@ func (h *Hub) ProvisionWrites(ctx context.Context, spec provision.DeviceSpec) ([
 			}
 		}
 		t.Tags = objectOrEmpty(tags)
-		if t.Properties.Desired, err = withVersion(desired, t.Version); err != nil {
+		if t.Properties.Desired, err = initialDesired(desired, t.Version, h.now()); err != nil {
 			return nil, fmt.Errorf("initial desired properties: %w", err)
 		}
 		tdoc, err := json.Marshal(t)
@@ -784,16 +786,30 @@ func (h *Hub) updateTwinOnce(ctx context.Context, ref twinRef, tags, desired map
 	if len(tagsJSON) > MaxTagsBytes {
 		return nil, invalid("tags", "the twin's tags would be %d bytes, over the %d-byte limit", len(tagsJSON), MaxTagsBytes)
 	}
+	desiredJSON := objectOrEmpty(t.Properties.Desired) // unchanged, $metadata and all
 	if desiredChanged {
 		desiredVersion++
-	}
-	curDesired["$version"] = desiredVersion
-	desiredJSON, err := json.Marshal(curDesired)
-	if err != nil {
-		return nil, fmt.Errorf("encode desired properties of %s: %w", ref.name, err)
-	}
-	if len(desiredJSON) > MaxDesiredBytes {
-		return nil, invalid("properties.desired", "the twin's desired properties would be %d bytes, over the %d-byte limit", len(desiredJSON), MaxDesiredBytes)
+		// The limit counts the values and $version, not $metadata.
+		curDesired["$version"] = desiredVersion
+		sized, err := json.Marshal(curDesired)
+		if err != nil {
+			return nil, fmt.Errorf("encode desired properties of %s: %w", ref.name, err)
+		}
+		if len(sized) > MaxDesiredBytes {
+			return nil, invalid("properties.desired", "the twin's desired properties would be %d bytes, over the %d-byte limit", len(sized), MaxDesiredBytes)
+		}
+		delete(curDesired, "$version")
+		// A stored section that does not decode as one (written before
+		// $metadata was kept) restarts its metadata at this write.
+		var old twin.Collection
+		_ = json.Unmarshal(objectOrEmpty(t.Properties.Desired), &old)
+		var wrote map[string]any // nil: every node was written
+		if !replace {
+			wrote = desired
+		}
+		if desiredJSON, err = json.Marshal(twin.StampDesired(old.Metadata, curDesired, wrote, desiredVersion, h.now())); err != nil {
+			return nil, fmt.Errorf("encode desired properties of %s: %w", ref.name, err)
+		}
 	}
 	etag := t.ETag
 	t.ETag = ""

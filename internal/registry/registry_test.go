@@ -74,6 +74,22 @@ func canonical(t *testing.T, raw json.RawMessage) string {
 	return string(b)
 }
 
+// desiredValues is canonical without the section's $metadata: what most
+// tests compare (TestDesiredMetadata checks the metadata).
+func desiredValues(t *testing.T, raw json.RawMessage) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("decode %s: %v", raw, err)
+	}
+	delete(m, "$metadata")
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func TestPutDeviceCreate(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
@@ -153,7 +169,7 @@ func TestPutDeviceCreate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tw.Version != 1 || canonical(t, tw.Tags) != `{}` || canonical(t, tw.Properties.Desired) != `{"$version":1}` || canonical(t, tw.Properties.Reported) != `{"$version":1}` {
+			if tw.Version != 1 || canonical(t, tw.Tags) != `{}` || desiredValues(t, tw.Properties.Desired) != `{"$version":1}` || canonical(t, tw.Properties.Reported) != `{"$version":1}` {
 				t.Errorf("new twin = %+v", tw)
 			}
 			if _, err := f.hub.PutDevice(ctx, &Device{DeviceID: d.DeviceID}, ""); !errors.Is(err, ErrExists) {
@@ -347,7 +363,7 @@ func TestPatchTwin(t *testing.T) {
 			if diff := cmp.Diff(last, stored); diff != "" {
 				t.Errorf("returned twin differs from stored (-returned +stored):\n%s", diff)
 			}
-			got := [3]any{canonical(t, stored.Tags), canonical(t, stored.Properties.Desired), stored.Version}
+			got := [3]any{canonical(t, stored.Tags), desiredValues(t, stored.Properties.Desired), stored.Version}
 			want := [3]any{canonical(t, json.RawMessage(tc.wantTags)), canonical(t, json.RawMessage(tc.wantDesired)), tc.wantVersion}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("tags, desired, version (-want +got):\n%s", diff)
@@ -436,7 +452,7 @@ func TestReplaceTwinKeepsReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := [4]any{canonical(t, tw.Tags), canonical(t, tw.Properties.Desired), canonical(t, tw.Properties.Reported), tw.Version}
+	got := [4]any{canonical(t, tw.Tags), desiredValues(t, tw.Properties.Desired), canonical(t, tw.Properties.Reported), tw.Version}
 	want := [4]any{`{"keep":{"y":2}}`, `{"$version":2}`, `{"$version":1}`, int64(2)}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("tags, desired, reported, version (-want +got):\n%s", diff)
@@ -486,7 +502,7 @@ func TestPatchTwinConcurrent(t *testing.T) {
 	if err := json.Unmarshal(tw.Properties.Desired, &desired); err != nil {
 		t.Fatal(err)
 	}
-	if len(desired) != writers*each+1 || desired["$version"] != float64(1+writers*each) || tw.Version != 1+writers*each {
+	if len(desired) != writers*each+2 || desired["$version"] != float64(1+writers*each) || tw.Version != 1+writers*each {
 		t.Errorf("after %d patches: version %d, desired %v", writers*each, tw.Version, desired)
 	}
 }
@@ -573,4 +589,83 @@ func FuzzMergePatch(f *testing.F) {
 		}
 		noNulls(p, merged)
 	})
+}
+
+// TestDesiredMetadata: desired properties carry $metadata as IoT Hub's do
+// (hub-edge-protocol §4.4): every node has $lastUpdated and
+// $lastUpdatedVersion; a merge patch restamps only what it wrote, a tags
+// update leaves the section alone, a replacement restamps everything, and
+// a device's initial twin starts stamped.
+func TestDesiredMetadata(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	t1 := f.now
+	if err := f.hub.ProvisionDevice(ctx, provision.DeviceSpec{DeviceID: "dev", Auth: provision.DeviceAuth{Type: "sas", PrimaryKey: b64(32)},
+		Twin: &provision.TwinState{Desired: json.RawMessage(`{"interval":5,"limits":{"max":80,"min":1}}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	type node struct {
+		LastUpdated        string `json:"$lastUpdated"`
+		LastUpdatedVersion int64  `json:"$lastUpdatedVersion"`
+		Interval           *node  `json:"interval"`
+		Limits             *node  `json:"limits"`
+		Max                *node  `json:"max"`
+		Min                *node  `json:"min"`
+		Mode               *node  `json:"mode"`
+	}
+	meta := func(tw *Twin) (node, int64) {
+		t.Helper()
+		var d struct {
+			Metadata *node `json:"$metadata"`
+			Version  int64 `json:"$version"`
+		}
+		if err := json.Unmarshal(tw.Properties.Desired, &d); err != nil || d.Metadata == nil {
+			t.Fatalf("desired %s: no $metadata (%v)", tw.Properties.Desired, err)
+		}
+		return *d.Metadata, d.Version
+	}
+	stamp := func(tm time.Time) string { return tm.UTC().Format("2006-01-02T15:04:05.0000000Z") }
+
+	tw, err := f.hub.GetTwin(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, v := meta(tw)
+	if m.LastUpdated != stamp(t1) || m.LastUpdatedVersion != v || m.Limits == nil || m.Limits.Max == nil || m.Limits.Max.LastUpdatedVersion != v || m.Interval == nil {
+		t.Fatalf("initial desired metadata %s", tw.Properties.Desired)
+	}
+	initial := v
+
+	f.advance(time.Minute)
+	tw, err = f.hub.PatchTwin(ctx, "dev", TwinUpdate{Desired: json.RawMessage(`{"limits":{"max":90},"mode":"fast"}`)}, "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, v = meta(tw)
+	switch {
+	case v != initial+1 || m.LastUpdatedVersion != v || m.LastUpdated != stamp(t1.Add(time.Minute)):
+		t.Errorf("root after patch: %+v, $version %d", m, v)
+	case m.Limits.Max.LastUpdatedVersion != v || m.Mode == nil || m.Mode.LastUpdatedVersion != v:
+		t.Errorf("written members not restamped: %s", tw.Properties.Desired)
+	case m.Interval.LastUpdatedVersion != initial || m.Interval.LastUpdated != stamp(t1) || m.Limits.Min.LastUpdatedVersion != initial:
+		t.Errorf("untouched members restamped: %s", tw.Properties.Desired)
+	}
+	before := tw.Properties.Desired
+
+	tw, err = f.hub.PatchTwin(ctx, "dev", TwinUpdate{Tags: json.RawMessage(`{"site":"a"}`)}, "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(tw.Properties.Desired) != string(before) {
+		t.Errorf("a tags update changed desired:\n%s\n→ %s", before, tw.Properties.Desired)
+	}
+
+	tw, err = f.hub.ReplaceTwin(ctx, "dev", TwinUpdate{Desired: json.RawMessage(`{"interval":7}`)}, "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, v = meta(tw)
+	if m.Interval.LastUpdatedVersion != v || m.Limits != nil || m.Mode != nil {
+		t.Errorf("after replace: %s", tw.Properties.Desired)
+	}
 }

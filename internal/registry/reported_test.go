@@ -76,7 +76,7 @@ func TestPatchReported(t *testing.T) {
 			if canonical(t, got) != canonical(t, json.RawMessage(tc.values)) {
 				t.Fatalf("reported members %s, want %s", got, tc.values)
 			}
-			if canonical(t, stored.Tags) != `{"site":"a"}` || canonical(t, stored.Properties.Desired) != `{"$version":2,"interval":5}` {
+			if canonical(t, stored.Tags) != `{"site":"a"}` || desiredValues(t, stored.Properties.Desired) != `{"$version":2,"interval":5}` {
 				t.Fatalf("tags %s / desired %s changed", stored.Tags, stored.Properties.Desired)
 			}
 		})
@@ -137,8 +137,8 @@ func TestPatchReportedConcurrentWithDesired(t *testing.T) {
 	if err := json.Unmarshal(tw.Properties.Desired, &des); err != nil {
 		t.Fatal(err)
 	}
-	// Every write survived: each section has its members, $version (and reported $metadata).
-	if len(rep) != each+2 || rep["$version"] != float64(1+each) || len(des) != each+1 || des["$version"] != float64(1+each) || tw.Version != 1+2*each {
+	// Every write survived: each section has its members, $version and $metadata.
+	if len(rep) != each+2 || rep["$version"] != float64(1+each) || len(des) != each+2 || des["$version"] != float64(1+each) || tw.Version != 1+2*each {
 		t.Fatalf("after %d writes each: version %d, reported %v, desired %v", each, tw.Version, rep, des)
 	}
 }

@@ -238,6 +238,20 @@ func replaceCollection(section Section, c Collection, raw []byte, now time.Time)
 	return commit(section, c, vals, touchAll(), now), nil
 }
 
+// StampDesired returns the desired properties vals at $version ver after a
+// write at now, for a store that merges and validates them itself: the
+// members a merge patch wrote (patch non-nil) get now and ver in their
+// $metadata, or every node does (patch nil: a replacement); untouched
+// nodes keep old's metadata, and nodes old lacks (old nil: all of them)
+// are stamped too. The result mirrors vals exactly.
+func StampDesired(old *Metadata, vals map[string]any, patch map[string]any, ver int64, now time.Time) Collection {
+	tc := touchAll()
+	if patch != nil {
+		tc = touchPatch(patch)
+	}
+	return Collection{Values: vals, Metadata: rebuild(old, vals, tc, now.UTC(), ver), Version: ver}
+}
+
 // commit builds the section after a write of vals that touched tc.
 func commit(section Section, c Collection, vals map[string]any, tc *touch, now time.Time) Collection {
 	ver := c.Version + 1

@@ -17,10 +17,6 @@ const { it } = require('node:test');
 
 /** PENDING maps a scenario title to why it is pending and whether it runs. */
 const PENDING = new Map([
-  ['desired properties carry $metadata with $lastUpdated and $lastUpdatedVersion', {
-    run: true,
-    why: 'the registry stores desired properties without $metadata (reported properties have it)',
-  }],
   ['azure-iothub Client.send delivers a C2D message to the device', {
     run: false,
     why: 'IoT Hub takes C2D sends over AMQP only and muster serve has no AMQP listener (hub-edge-protocol §10 q8); ' +

@@ -146,7 +146,11 @@ func TestConfigurations(t *testing.T) {
 		t.Fatal(err)
 	}
 	tw, err := c.GetTwin(ctx, "edge-1")
-	if err != nil || string(tw.Properties.Desired) != `{"$version":2,"x":1}` {
+	if err != nil {
+		t.Fatal(err)
+	}
+	var desired map[string]json.RawMessage
+	if err := json.Unmarshal(tw.Properties.Desired, &desired); err != nil || string(desired["x"]) != "1" || string(desired["$version"]) != "2" || desired["$metadata"] == nil {
 		t.Fatalf("twin after apply: %s, %v", tw.Properties.Desired, err)
 	}
 	if _, err := c.ListConfigurations(ctx, -1); err == nil {

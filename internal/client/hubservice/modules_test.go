@@ -54,8 +54,8 @@ func TestModulesAndModuleTwins(t *testing.T) {
 		t.Fatalf("replace module twin: %+v, %v", replaced, err)
 	}
 	var desired map[string]any
-	if err := json.Unmarshal(replaced.Properties.Desired, &desired); err != nil || len(desired) != 1 {
-		t.Errorf("desired after replace without desired = %s (%v), want only $version", replaced.Properties.Desired, err)
+	if err := json.Unmarshal(replaced.Properties.Desired, &desired); err != nil || len(desired) != 2 || desired["$metadata"] == nil {
+		t.Errorf("desired after replace without desired = %s (%v), want only $version and $metadata", replaced.Properties.Desired, err)
 	}
 	if _, err := c.PatchModuleTwin(ctx, "edge-1", "", TwinUpdate{Tags: json.RawMessage(`{}`)}, ""); err == nil {
 		t.Error("patch without a module ID was sent")
