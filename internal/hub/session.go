@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -48,7 +47,8 @@ const (
 )
 
 // Session is one authenticated connection. The transport calls Allow and
-// Publish on the connection's read loop and Close once when it ends.
+// Publish or PublishAsync on the connection's read loop and Close once
+// when it ends.
 type Session struct {
 	svc    *Service
 	id     hubauth.Identity
@@ -77,6 +77,8 @@ type Session struct {
 	c2dDone chan struct{}
 	// act is the client's last activity (presence_recorder.go).
 	act activity
+	// tq is the telemetry waiting to be stored (pipeline.go).
+	tq telemetryQueue
 }
 
 func newSession(svc *Service, id hubauth.Identity, client Client) *Session {
@@ -146,49 +148,25 @@ func (s *Session) checkPublish(topic string) error {
 }
 
 // Publish handles a message the client published to a topic Allow
-// accepted. Telemetry is stored durably before Publish returns (so the
+// accepted and waits for the outcome (see PublishAsync, which it uses, so
+// telemetry keeps its order with messages given to PublishAsync).
+// Telemetry is stored durably before Publish returns nil (so the
 // transport acknowledges only stored messages); twin requests are
 // answered on the client's twin response topic. An error means the
 // message was not accepted and the connection should end. Direct-method
 // responses complete the call waiting for their rid (one nobody waits for
-// is dropped). Errors: a topic not
-// allowed, telemetry the endpoint refuses (bad properties, too large), or
-// a storage failure.
+// is dropped). Errors: a topic not allowed, telemetry the endpoint
+// refuses (bad properties, too large), a storage failure, or ctx ending
+// first (the message may still be stored).
 func (s *Session) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
-	if err := s.checkPublish(topic); err != nil {
+	outcome := make(chan error, 1)
+	s.PublishAsync(ctx, topic, payload, retain, func(err error) { outcome <- err })
+	select {
+	case err := <-outcome:
 		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	s.touch() // lastActivityTime (write-throttled)
-	if _, _, bag, err := telemetry.ParseTelemetryTopic(topic); err == nil {
-		return s.storeTelemetry(ctx, bag, payload, retain)
-	}
-	if strings.HasPrefix(topic, methodResponsePrefix) {
-		return s.answerMethod(topic, payload)
-	}
-	req, err := ParseTwinTopic(topic)
-	if err != nil { // checkPublish accepted it
-		return fmt.Errorf("%w: %w", ErrTopicNotAllowed, err)
-	}
-	s.serveTwin(ctx, req, payload)
-	return nil
-}
-
-// storeTelemetry appends one telemetry message to the built-in endpoint.
-func (s *Session) storeTelemetry(ctx context.Context, bag string, payload []byte, retain bool) error {
-	m, err := telemetry.NewMessage(s.id.DeviceID, s.id.ModuleID, bag, payload, s.svc.now())
-	if err != nil {
-		return fmt.Errorf("accept telemetry: %w", err)
-	}
-	if retain { // MQTT RETAIN is not retained; Azure marks the message instead
-		if m.Properties == nil {
-			m.Properties = map[string]string{}
-		}
-		m.Properties["mqtt-retain"] = "true"
-	}
-	if _, err := s.svc.tel.Append(ctx, m); err != nil {
-		return fmt.Errorf("store telemetry of %s: %w", who(s.id.DeviceID, s.id.ModuleID), err)
-	}
-	return nil
 }
 
 // serveTwin answers a twin request. An undeliverable response (the client
@@ -403,7 +381,8 @@ func (s *Session) startMethods() bool {
 }
 
 // Close ends the session: desired notifications stop (Close waits for a
-// notification being sent), the token-expiry timer is stopped and the
+// notification being sent), the telemetry already received is appended
+// (Close waits for it), the token-expiry timer is stopped and the
 // session is no longer among its identity's live sessions. err is
 // nil for a clean disconnect by the client. Calls after the first do
 // nothing.
@@ -431,6 +410,7 @@ func (s *Session) Close(err error) {
 		stop()
 		<-done
 	}
+	s.tq.wait() // the telemetry already received is appended (or fails) first
 	s.log.Debug("hub client disconnected", "err", err)
 }
 
