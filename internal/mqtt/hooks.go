@@ -238,7 +238,10 @@ func (h *hook) OnACLCheck(cl *cmqtt.Client, topic string, write bool) bool {
 
 // OnPublish keeps every PUBLISH out of the broker's router (pk.Ignore: it
 // is acknowledged but neither retained nor forwarded) and hands hub
-// messages to their session before the PUBACK.
+// messages to their session before the PUBACK. A PipelinedSession's
+// publishes are acknowledged by publishPipelined, after the session is
+// done with them; the broker is told to drop them (ErrRejectPacket), so it
+// sends no PUBACK of its own.
 func (h *hook) OnPublish(cl *cmqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	sess := sessionOf(cl)
 	if sess == nil {
@@ -247,6 +250,10 @@ func (h *hook) OnPublish(cl *cmqtt.Client, pk packets.Packet) (packets.Packet, e
 	pk.Ignore = true
 	if sess.hub == nil {
 		return pk, nil
+	}
+	if ps, ok := sess.hub.(PipelinedSession); ok {
+		h.s.publishPipelined(cl, connOf(cl), ps, pk)
+		return pk, packets.ErrRejectPacket
 	}
 	ctx, cancel := context.WithTimeout(h.s.ctx, requestTimeout)
 	defer cancel()

@@ -71,7 +71,10 @@ func (c hubClient) SendAcked(topic string, payload []byte, qos byte, acked func(
 
 func (c hubClient) Disconnect() { c.p.Disconnect() }
 
-var _ hub.AckingClient = hubClient{}
+var (
+	_ hub.AckingClient = hubClient{}
+	_ PipelinedSession = (*hubRealmSession)(nil)
+)
 
 // hubRealmSession carries one hub session.
 type hubRealmSession struct {
@@ -95,6 +98,13 @@ func (s *hubRealmSession) Allow(topic string, write bool) bool {
 
 func (s *hubRealmSession) Publish(ctx context.Context, msg Message) error {
 	return s.sess.Publish(ctx, msg.Topic, msg.Payload, msg.Retain)
+}
+
+// PublishAsync lets telemetry wait for its commit off the read loop: the
+// hub stores a session's queued messages together, in order, and the
+// broker acknowledges each one after its commit.
+func (s *hubRealmSession) PublishAsync(ctx context.Context, msg Message, done func(error)) {
+	s.sess.PublishAsync(ctx, msg.Topic, msg.Payload, msg.Retain, done)
 }
 
 func (s *hubRealmSession) Close(err error) { s.sess.Close(err) }

@@ -25,7 +25,8 @@ type Realm interface {
 
 // Session is a realm's state for one accepted connection. The broker calls
 // Allow and Publish on the connection's read loop, so a slow Publish slows
-// only that client (which is the intended back-pressure).
+// only that client (which is the intended back-pressure); a session that
+// is also a PipelinedSession gets PublishAsync calls instead of Publish.
 type Session interface {
 	// Allow reports whether the client may publish to topic (write true) or
 	// subscribe to the filter topic (write false). A refused subscription
@@ -40,6 +41,27 @@ type Session interface {
 	// Close is called exactly once when the connection ends; err is nil for
 	// a clean DISCONNECT from the client.
 	Close(err error)
+}
+
+// PipelinedSession is a Session that takes publishes without holding the
+// connection's read loop until they are handled, so that a client can
+// have many QoS 1 publishes unacknowledged (telemetry waiting for its
+// commit). The broker then calls PublishAsync instead of Publish and
+// sends each QoS 1 PUBACK itself once done reported nil for that message
+// and the PUBACKs of every earlier publish of the connection have gone
+// out (MQTT acknowledges in order). An error from done drops the message
+// without PUBACK, sends no further PUBACK on the connection and
+// disconnects the client. At most a fixed number of publishes (and bytes)
+// of one connection wait for done; beyond that the read loop waits, which
+// is the back-pressure for a slow realm.
+type PipelinedSession interface {
+	Session
+	// PublishAsync handles a PUBLISH that Allow accepted like Publish, but
+	// may finish later: it calls done exactly once with what Publish would
+	// have returned, possibly before PublishAsync returns. ctx stays valid
+	// until done is called. done does not block for long (it writes the
+	// PUBACKs that are due).
+	PublishAsync(ctx context.Context, msg Message, done func(error))
 }
 
 // Peer is the connected client as a realm sees it.

@@ -492,6 +492,10 @@ type conn struct {
 	// hook.OnQosComplete).
 	ackMu sync.Mutex
 	acks  map[uint16]func()
+
+	// pubs are the incoming publishes a PipelinedSession has not finished
+	// with, or whose PUBACK waits for an earlier one (pipeline.go).
+	pubs pubQueue
 }
 
 // RemoteAddr names the peer as the caller told it (ServeConn's remoteAddr).
