@@ -46,6 +46,10 @@ const (
 	closeWriteTimeout = time.Second
 	// maxAcceptBackoff caps the pause after a failed Accept.
 	maxAcceptBackoff = time.Second
+	// clientReadBufferSize is the broker's read buffer per connection. A
+	// TLS connection holds a whole decrypted record itself, so a small
+	// buffer costs only calls, not system calls, for larger packets.
+	clientReadBufferSize = 512
 	// dpsClientIDPrefix starts the broker-side client ID of DPS
 	// connections. A DPS CONNECT is not authenticated (DPS checks
 	// credentials per request), so DPS connections get unique broker IDs
@@ -163,7 +167,12 @@ func New(opts Options) (*Server, error) {
 			// never happen here; keep its per-client buffer small.
 			MaximumClientWritesPending: 16,
 		},
-		Logger: slog.New(libHandler{opts.Logger.Handler()}),
+		// The broker reads through this buffer; it never writes through its
+		// write buffer (packets go to the connection directly), so that one
+		// is as small as bufio allows. Both are per connection.
+		ClientNetReadBufferSize:  clientReadBufferSize,
+		ClientNetWriteBufferSize: 16,
+		Logger:                   slog.New(libHandler{opts.Logger.Handler()}),
 		// $SYS topics are published once at start; no client may read them.
 		SysTopicResendInterval: 1 << 30,
 	})
