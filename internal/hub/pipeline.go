@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -134,7 +135,12 @@ func (q *telemetryQueue) run(s *Session, running chan struct{}) {
 		if err == nil && len(msgs) > 0 {
 			if _, aerr := s.svc.tel.Append(ctx, msgs...); aerr != nil {
 				err = fmt.Errorf("store telemetry of %s: %w", who(s.id.DeviceID, s.id.ModuleID), aerr)
-				s.log.Error("telemetry not stored; the client will not get its acknowledgements", "messages", len(msgs), "err", aerr)
+				level := slog.LevelError
+				if ctx.Err() != nil { // the connection's requests ended (server shutdown, timeout)
+					level = slog.LevelWarn
+				}
+				s.log.Log(context.Background(), level, "telemetry not stored; the client will not get its acknowledgements",
+					"messages", len(msgs), "err", aerr)
 				q.mu.Lock()
 				q.failed = err
 				q.mu.Unlock()
