@@ -26,14 +26,16 @@ const maxTelemetryBatchBytes = 4 << 20
 // returns (refusals, twin requests and method responses, which are served
 // at once), and otherwise runs on the session's append goroutine, so it
 // must not block for long. done calls come in the order of the
-// PublishAsync calls.
+// PublishAsync calls; more is true when the done call of the next
+// message follows at once (the outcomes of one append), so a transport
+// can answer them together after the last one, which has more false.
 //
 // An append bounds itself with the context of its oldest message, which
 // must therefore stay valid until that message's done is called. Once an
 // append has failed, every later telemetry message of the session fails
 // with the same error without being stored (the transport ends the
 // connection), so no message is stored after a newer one of the session.
-func (s *Session) PublishAsync(ctx context.Context, topic string, payload []byte, retain bool, done func(error)) {
+func (s *Session) PublishAsync(ctx context.Context, topic string, payload []byte, retain bool, done func(err error, more bool)) {
 	if err := s.checkPublish(topic); err != nil {
 		s.tq.enqueueDone(done, err)
 		return
@@ -59,7 +61,7 @@ type queuedTelemetry struct {
 	msg    telemetry.Message
 	stored bool
 	err    error
-	done   func(error)
+	done   func(err error, more bool)
 }
 
 // telemetryQueue is a session's queue of telemetry waiting to be
@@ -79,11 +81,11 @@ type telemetryQueue struct {
 
 // enqueueDone reports an outcome known at once: directly when nothing is
 // queued (the common case), else after the messages queued before it.
-func (q *telemetryQueue) enqueueDone(done func(error), err error) {
+func (q *telemetryQueue) enqueueDone(done func(error, bool), err error) {
 	q.mu.Lock()
 	if q.running == nil {
 		q.mu.Unlock()
-		done(err)
+		done(err, false)
 		return
 	}
 	q.pending = append(q.pending, queuedTelemetry{err: err, done: done})
@@ -147,10 +149,11 @@ func (q *telemetryQueue) run(s *Session, running chan struct{}) {
 			}
 		}
 		for i, t := range batch {
+			more := i < len(batch)-1
 			if t.stored {
-				t.done(err)
+				t.done(err, more)
 			} else {
-				t.done(t.err)
+				t.done(t.err, more)
 			}
 			batch[i] = queuedTelemetry{}
 		}

@@ -160,7 +160,7 @@ func (s *Session) checkPublish(topic string) error {
 // first (the message may still be stored).
 func (s *Session) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
 	outcome := make(chan error, 1)
-	s.PublishAsync(ctx, topic, payload, retain, func(err error) { outcome <- err })
+	s.PublishAsync(ctx, topic, payload, retain, func(err error, _ bool) { outcome <- err })
 	select {
 	case err := <-outcome:
 		return err

@@ -103,7 +103,7 @@ func (s *hubRealmSession) Publish(ctx context.Context, msg Message) error {
 // PublishAsync lets telemetry wait for its commit off the read loop: the
 // hub stores a session's queued messages together, in order, and the
 // broker acknowledges each one after its commit.
-func (s *hubRealmSession) PublishAsync(ctx context.Context, msg Message, done func(error)) {
+func (s *hubRealmSession) PublishAsync(ctx context.Context, msg Message, done func(err error, more bool)) {
 	s.sess.PublishAsync(ctx, msg.Topic, msg.Payload, msg.Retain, done)
 }
 

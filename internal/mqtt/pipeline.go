@@ -63,9 +63,9 @@ func (s *Server) publishPipelined(cl *cmqtt.Client, c *conn, ps PipelinedSession
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, requestTimeout)
 	msg := Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain}
-	ps.PublishAsync(ctx, msg, func(err error) {
+	ps.PublishAsync(ctx, msg, func(err error, more bool) {
 		cancel()
-		s.completePublish(cl, c, p, err)
+		s.completePublish(cl, c, p, err, more)
 	})
 }
 
@@ -97,15 +97,16 @@ func (q *pubQueue) admit(ctx context.Context, p *pendingPub) bool {
 	}
 }
 
-// completePublish records the outcome of p and writes the PUBACKs that
-// are due: those of the completed publishes at the head of the queue, in
-// order, in one write. The first failed publish ends the connection
-// instead; nothing after it is acknowledged.
-func (s *Server) completePublish(cl *cmqtt.Client, c *conn, p *pendingPub, err error) {
+// completePublish records the outcome of p and, unless more outcomes
+// follow at once (more), writes the PUBACKs that are due: those of the
+// completed publishes at the head of the queue, in order, in one write.
+// The first failed publish ends the connection instead; nothing after it
+// is acknowledged.
+func (s *Server) completePublish(cl *cmqtt.Client, c *conn, p *pendingPub, err error, more bool) {
 	q := &c.pubs
 	q.mu.Lock()
 	p.done, p.err = true, err
-	if q.flushing {
+	if q.flushing || more {
 		q.mu.Unlock()
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -89,6 +90,29 @@ type pipeHub struct {
 	events *telemetry.Endpoint
 	srv    *Server
 	logs   *logBuffer
+	// writes records the server's writes on the latest connection.
+	writes *writeLog
+}
+
+// writeLog is a connection that records the size of every write.
+type writeLog struct {
+	net.Conn
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (w *writeLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.sizes = append(w.sizes, len(p))
+	w.mu.Unlock()
+	return w.Conn.Write(p)
+}
+
+// last returns the size of the latest write.
+func (w *writeLog) last() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sizes[len(w.sizes)-1]
 }
 
 func newPipeHub(t *testing.T) *pipeHub {
@@ -155,7 +179,10 @@ func (e *pipeHub) connect(t *testing.T, id string) (rc *rawClient, password stri
 		t.Fatal(err)
 	}
 	password = sas.Sign(realmHub+"/devices/"+id, raw, "", time.Now().Add(time.Hour))
-	rc, _ = servePipe(t, e.srv, 4, nil, "")
+	client, server := net.Pipe()
+	e.writes = &writeLog{Conn: server}
+	go func() { _ = e.srv.ServeConn(e.writes, nil, "") }()
+	rc = newRawClient(t, client, 4)
 	rc.send(connectPacket(4, id, realmHub+"/"+id+"/?api-version=2021-04-12", password))
 	if ack := rc.expect(packets.Connack); ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02x", ack.ReasonCode)
@@ -225,6 +252,9 @@ func TestPipelinedTelemetry(t *testing.T) {
 		}
 		e.gate.verdicts <- nil
 		expectPubacks(t, rc, uint16(acked+1), n-acked)
+		if got, want := e.writes.last(), (n-acked)*pubackSize; got != want {
+			t.Errorf("the PUBACKs of one append took writes of %d bytes and less, want one of %d", got, want)
+		}
 	}
 	var want []string
 	for i := 1; i <= n; i++ {
@@ -346,7 +376,7 @@ func TestPipelinedBackPressure(t *testing.T) {
 // the test completes it.
 type pipeRealm struct {
 	mu    sync.Mutex
-	dones []func(error)
+	dones []func(error, bool)
 	got   chan struct{}
 }
 
@@ -356,7 +386,7 @@ func (r *pipeRealm) Publish(context.Context, Message) error {
 	return errors.New("Publish called on a PipelinedSession")
 }
 func (r *pipeRealm) Close(error) {}
-func (r *pipeRealm) PublishAsync(_ context.Context, _ Message, done func(error)) {
+func (r *pipeRealm) PublishAsync(_ context.Context, _ Message, done func(error, bool)) {
 	r.mu.Lock()
 	r.dones = append(r.dones, done)
 	r.mu.Unlock()
@@ -369,7 +399,7 @@ func (r *pipeRealm) complete(i int, err error) {
 	r.mu.Lock()
 	done := r.dones[i]
 	r.mu.Unlock()
-	go done(err)
+	go done(err, false)
 }
 
 // TestPubacksWaitForEarlierPublishes: a publish completed before an

@@ -60,8 +60,10 @@ type PipelinedSession interface {
 	// may finish later: it calls done exactly once with what Publish would
 	// have returned, possibly before PublishAsync returns. ctx stays valid
 	// until done is called. done does not block for long (it writes the
-	// PUBACKs that are due).
-	PublishAsync(ctx context.Context, msg Message, done func(error))
+	// PUBACKs that are due). more true promises that done calls for later
+	// publishes of the connection follow at once, the last one with more
+	// false, so the PUBACKs due are written together after it.
+	PublishAsync(ctx context.Context, msg Message, done func(err error, more bool))
 }
 
 // Peer is the connected client as a realm sees it.
