@@ -49,10 +49,10 @@ func (s *Store) AppendAttempt(ctx context.Context, a store.Attempt) error {
 	if a.ID == "" {
 		return errors.New("append attempt: id is empty")
 	}
-	if err := checkText("id", a.ID); err != nil {
+	if err := store.CheckText("id", a.ID); err != nil {
 		return fmt.Errorf("append attempt: %w", err)
 	}
-	if err := checkText("registrationId", a.RegistrationID); err != nil {
+	if err := store.CheckText("registrationId", a.RegistrationID); err != nil {
 		return fmt.Errorf("append attempt %s: %w", a.ID, err)
 	}
 	a.Time = a.Time.UTC()
@@ -82,7 +82,7 @@ func (s *Store) Attempts(ctx context.Context, registrationID string, limit int) 
 	case limit == 0:
 		limit = DefaultAttemptsLimit
 	}
-	if err := checkText("registrationId", registrationID); err != nil {
+	if err := store.CheckText("registrationId", registrationID); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	var rows pgx.Rows

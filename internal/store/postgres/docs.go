@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,11 +15,6 @@ import (
 
 // DefaultListLimit is the page size of List when ListOptions.Limit is 0.
 const DefaultListLimit = 1000
-
-// maxDepth is the deepest nesting of arrays and objects a document may
-// have. It is the SQLite backend's limit (its JSON functions accept no
-// more), kept here so both SQL backends accept the same documents.
-const maxDepth = 1000
 
 // timeLayout is RFC 3339 in UTC with a fixed nine-digit fraction, so that
 // text order is time order (time.RFC3339Nano trims trailing zeros). Attempt
@@ -36,90 +29,6 @@ func parseTime(column, s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("parse %s %q: %w", column, s, err)
 	}
 	return t.UTC(), nil
-}
-
-// checkText rejects key text PostgreSQL cannot store in TEXT: invalid
-// UTF-8 or NUL bytes.
-func checkText(field, v string) error {
-	if !utf8.ValidString(v) {
-		return fmt.Errorf("%s %q is not valid UTF-8", field, v)
-	}
-	if strings.IndexByte(v, 0) >= 0 {
-		return fmt.Errorf("%s %q contains a NUL byte", field, v)
-	}
-	return nil
-}
-
-// validateWrite checks one write before it is queued.
-func validateWrite(w store.Write) error {
-	rec := w.Record
-	if rec.Kind == "" {
-		return errors.New("kind is empty")
-	}
-	if rec.ID == "" {
-		return errors.New("id is empty")
-	}
-	if err := checkText("kind", string(rec.Kind)); err != nil {
-		return err
-	}
-	if err := checkText("id", rec.ID); err != nil {
-		return err
-	}
-	if w.Delete {
-		if w.Cond.IfNoneMatch {
-			return errors.New("if-none-match cannot guard a delete")
-		}
-		return nil
-	}
-	if w.Cond.IfNoneMatch && w.Cond.IfMatch != "" {
-		return errors.New("if-match and if-none-match are both set")
-	}
-	if err := checkText("group", rec.Group); err != nil {
-		return err
-	}
-	if len(rec.Doc) == 0 {
-		return errors.New("doc is empty")
-	}
-	if !utf8.Valid(rec.Doc) {
-		return errors.New("doc is not valid UTF-8")
-	}
-	if !json.Valid(rec.Doc) {
-		return errors.New("doc is not valid JSON")
-	}
-	if jsonDepth(rec.Doc) > maxDepth {
-		return fmt.Errorf("doc nests arrays and objects deeper than %d levels", maxDepth)
-	}
-	return nil
-}
-
-// jsonDepth returns the deepest nesting of arrays and objects in a valid
-// JSON text.
-func jsonDepth(b []byte) int {
-	depth, deepest := 0, 0
-	inString, escaped := false, false
-	for _, c := range b {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '[', '{':
-			depth++
-			deepest = max(deepest, depth)
-		case ']', '}':
-			depth--
-		}
-	}
-	return deepest
 }
 
 // queryKind reports whether twin queries read records of kind, so that
@@ -237,7 +146,7 @@ func (s *Store) Get(ctx context.Context, kind store.Kind, id string) (store.Reco
 	if s.isDone.Load() {
 		return store.Record{}, fmt.Errorf("%s: %w", op, store.ErrClosed)
 	}
-	if checkText("kind", string(kind)) != nil || checkText("id", id) != nil {
+	if store.CheckText("kind", string(kind)) != nil || store.CheckText("id", id) != nil {
 		// PostgreSQL refuses such text; nothing can be stored under it.
 		return store.Record{}, fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
@@ -274,7 +183,7 @@ func (s *Store) Delete(ctx context.Context, kind store.Kind, id string, ifMatch 
 // write is refused before anything is queued, as a *store.WriteError.
 func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record, error) {
 	for i, w := range writes {
-		if err := validateWrite(w); err != nil {
+		if err := store.ValidateWrite(w); err != nil {
 			return nil, &store.WriteError{Index: i, Kind: w.Record.Kind, ID: w.Record.ID, Err: err}
 		}
 	}
@@ -316,7 +225,7 @@ func (s *Store) List(ctx context.Context, kind store.Kind, opts store.ListOption
 		limit = DefaultListLimit
 	}
 	for _, f := range []struct{ name, v string }{{"kind", string(kind)}, {"group", opts.Group}, {"after", opts.After}} {
-		if err := checkText(f.name, f.v); err != nil {
+		if err := store.CheckText(f.name, f.v); err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
 	}
@@ -354,7 +263,7 @@ func (s *Store) Count(ctx context.Context, kind store.Kind, group string) (int, 
 	if s.isDone.Load() {
 		return 0, fmt.Errorf("%s: %w", op, store.ErrClosed)
 	}
-	if checkText("kind", string(kind)) != nil || checkText("group", group) != nil {
+	if store.CheckText("kind", string(kind)) != nil || store.CheckText("group", group) != nil {
 		return 0, nil // nothing can be stored under such text
 	}
 	var n int

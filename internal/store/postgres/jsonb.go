@@ -3,6 +3,8 @@ package postgres
 import (
 	"errors"
 	"fmt"
+
+	"github.com/muster-iot/muster/internal/store"
 )
 
 // Limits of PostgreSQL's numeric type, which jsonb keeps numbers in, taken
@@ -19,11 +21,11 @@ const (
 // document, or nil when it can. jsonb refuses the escape \u0000 (text
 // cannot hold NUL), surrogate escapes that do not form a pair, and numbers
 // outside numeric's range; it also parses recursively, so documents nested
-// deeper than maxDepth (which Apply refuses anyway) count as incompatible.
+// deeper than store.MaxDocDepth (which Apply refuses anyway) count as incompatible.
 // doc must be valid JSON (json.Valid); the scan relies on it.
 func jsonbCompatible(doc []byte) error {
-	if jsonDepth(doc) > maxDepth {
-		return fmt.Errorf("nested deeper than %d levels", maxDepth)
+	if store.JSONDepth(doc) > store.MaxDocDepth {
+		return fmt.Errorf("nested deeper than %d levels", store.MaxDocDepth)
 	}
 	for i := 0; i < len(doc); {
 		switch c := doc[i]; {

@@ -97,7 +97,7 @@ func (s *Store) ReadMessages(ctx context.Context, stream string, after int64, fi
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	for _, f := range []struct{ name, v string }{{"filter key", filter.Key}, {"filter sub", filter.Sub}} {
-		if err := checkText(f.name, f.v); err != nil {
+		if err := store.CheckText(f.name, f.v); err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
 	}

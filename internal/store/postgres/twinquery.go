@@ -160,7 +160,7 @@ func (s *Store) QueryTwins(ctx context.Context, q *query.Query, hub string, offs
 		return nil, fmt.Errorf("%s: FROM %s: %w (only FROM devices and devices.modules)", op, q.From, query.ErrUnsupported)
 	}
 	hub = strings.ToLower(hub)
-	if err := checkText("hub", hub); err != nil {
+	if err := store.CheckText("hub", hub); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	// The hub is bound as the parameter after the translation's own

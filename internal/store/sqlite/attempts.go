@@ -25,10 +25,10 @@ func (s *Store) AppendAttempt(ctx context.Context, a store.Attempt) error {
 	if a.ID == "" {
 		return errors.New("append attempt: id is empty")
 	}
-	if err := checkText("id", a.ID); err != nil {
+	if err := store.CheckText("id", a.ID); err != nil {
 		return fmt.Errorf("append attempt: %w", err)
 	}
-	if err := checkText("registrationId", a.RegistrationID); err != nil {
+	if err := store.CheckText("registrationId", a.RegistrationID); err != nil {
 		return fmt.Errorf("append attempt %s: %w", a.ID, err)
 	}
 	a.Time = a.Time.UTC()

@@ -181,8 +181,8 @@ func TestJSONDepth(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.doc, func(t *testing.T) {
-			if got := jsonDepth([]byte(tc.doc)); got != tc.want {
-				t.Errorf("jsonDepth(%s) = %d; want %d", tc.doc, got, tc.want)
+			if got := store.JSONDepth([]byte(tc.doc)); got != tc.want {
+				t.Errorf("JSONDepth(%s) = %d; want %d", tc.doc, got, tc.want)
 			}
 		})
 	}

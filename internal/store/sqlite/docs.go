@@ -6,12 +6,9 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/muster-iot/muster/internal/store"
 )
@@ -50,93 +47,6 @@ func newETag() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (it aborts the program instead)
 	return hex.EncodeToString(b[:])
-}
-
-// checkText rejects key text that cannot be stored portably: invalid UTF-8
-// or NUL bytes (PostgreSQL refuses both in TEXT).
-func checkText(field, v string) error {
-	if !utf8.ValidString(v) {
-		return fmt.Errorf("%s %q is not valid UTF-8", field, v)
-	}
-	if strings.IndexByte(v, 0) >= 0 {
-		return fmt.Errorf("%s %q contains a NUL byte", field, v)
-	}
-	return nil
-}
-
-// validateWrite checks one write before it is queued.
-func validateWrite(w store.Write) error {
-	rec := w.Record
-	if rec.Kind == "" {
-		return errors.New("kind is empty")
-	}
-	if rec.ID == "" {
-		return errors.New("id is empty")
-	}
-	if err := checkText("kind", string(rec.Kind)); err != nil {
-		return err
-	}
-	if err := checkText("id", rec.ID); err != nil {
-		return err
-	}
-	if w.Delete {
-		if w.Cond.IfNoneMatch {
-			return errors.New("if-none-match cannot guard a delete")
-		}
-		return nil
-	}
-	if w.Cond.IfNoneMatch && w.Cond.IfMatch != "" {
-		return errors.New("if-match and if-none-match are both set")
-	}
-	if err := checkText("group", rec.Group); err != nil {
-		return err
-	}
-	if len(rec.Doc) == 0 {
-		return errors.New("doc is empty")
-	}
-	if !utf8.Valid(rec.Doc) {
-		return errors.New("doc is not valid UTF-8")
-	}
-	if !json.Valid(rec.Doc) {
-		return errors.New("doc is not valid JSON")
-	}
-	if jsonDepth(rec.Doc) > maxDepth {
-		return fmt.Errorf("doc nests arrays and objects deeper than %d levels", maxDepth)
-	}
-	return nil
-}
-
-// maxDepth is the deepest nesting SQLite's JSON functions accept.
-const maxDepth = 1000
-
-// jsonDepth returns the deepest nesting of arrays and objects in a valid
-// JSON text.
-func jsonDepth(b []byte) int {
-	depth, deepest := 0, 0
-	inString, escaped := false, false
-	for _, c := range b {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '[', '{':
-			depth++
-			deepest = max(deepest, depth)
-		case ']', '}':
-			depth--
-		}
-	}
-	return deepest
 }
 
 // Get returns the record or store.ErrNotFound.
@@ -180,7 +90,7 @@ func (s *Store) Delete(ctx context.Context, kind store.Kind, id string, ifMatch 
 // write is refused before anything is queued, as a *store.WriteError.
 func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record, error) {
 	for i, w := range writes {
-		if err := validateWrite(w); err != nil {
+		if err := store.ValidateWrite(w); err != nil {
 			return nil, &store.WriteError{Index: i, Kind: w.Record.Kind, ID: w.Record.ID, Err: err}
 		}
 	}
