@@ -117,9 +117,14 @@ func logOptions(r *http.Request) (runtime.LogOptions, error) {
 }
 
 // copyFlushing copies a log stream, flushing after every read so a
-// follower sees lines as they come.
+// follower sees lines as they come. It flushes the header first, so a
+// follower of a quiet module is answered (and `iotedge logs -f` knows it is
+// attached) before the first line.
 func copyFlushing(w http.ResponseWriter, r io.Reader) {
 	f, _ := w.(http.Flusher)
+	if f != nil {
+		f.Flush()
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
