@@ -576,20 +576,31 @@ func TestLogsFollow(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The answer's header only leaves the server with the first line (the
-	// handler does not flush after WriteHeader), so a line is queued
-	// before asking.
-	p.lines <- "first\n"
-	rc, err := s.client.Logs(ctx, "m", runtime.LogOptions{Follow: true})
-	if err != nil {
-		t.Fatalf("Logs: %v", err)
+	// The server answers before the module's first line: Logs returns
+	// while the module is still quiet (the guard fails the test if not).
+	type answer struct {
+		rc  io.ReadCloser
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		rc, err := s.client.Logs(ctx, "m", runtime.LogOptions{Follow: true})
+		answered <- answer{rc, err}
+	}()
+	var rc io.ReadCloser
+	select {
+	case a := <-answered:
+		if a.err != nil {
+			t.Fatalf("Logs: %v", a.err)
+		}
+		rc = a.rc
+	case <-time.After(guard):
+		t.Fatal("Logs -f of a quiet module was not answered before its first line")
 	}
 	defer rc.Close()
 	br := bufio.NewReader(rc)
-	for i, line := range []string{"first\n", "second\n", "third\n"} {
-		if i > 0 {
-			p.lines <- line
-		}
+	for _, line := range []string{"first\n", "second\n", "third\n"} {
+		p.lines <- line
 		if got := readLine(t, br); got != line {
 			t.Fatalf("followed line %q, want %q", got, line)
 		}
@@ -635,13 +646,13 @@ func TestShutdownWithFollower(t *testing.T) {
 	}
 	p, logsFn := newPipeLogs()
 	s := serveBackend(t, &fakeBackend{logsFn: logsFn})
-	p.lines <- "hello\n" // see TestLogsFollow
 	rc, err := s.client.Logs(context.Background(), "m", runtime.LogOptions{Follow: true})
 	if err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
 	defer rc.Close()
 	br := bufio.NewReader(rc)
+	p.lines <- "hello\n"
 	if got := readLine(t, br); got != "hello\n" {
 		t.Fatalf("followed line %q", got)
 	}
