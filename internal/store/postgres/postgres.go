@@ -98,7 +98,7 @@ type Store struct {
 	instance string // random; NOTIFY payloads carry it so a store skips its own
 	channel  string // NOTIFY channel of this schema
 
-	wake         streamWake
+	wake         store.StreamWaker
 	listenCancel context.CancelFunc
 	listenDone   chan struct{}
 
@@ -305,7 +305,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.writers.Wait()
 	s.stopListener()
-	s.wake.close()
+	s.wake.Close()
 	s.pool.Close()
 	return nil
 }

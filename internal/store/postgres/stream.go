@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -290,60 +289,7 @@ func trimStream(ctx context.Context, tx pgx.Tx, stream string, maxBytes int64, b
 // on the same schema is notified, or when the store closes (see
 // store.StreamNotifier).
 func (s *Store) StreamChanged(stream string) <-chan struct{} {
-	return s.wake.changed(stream)
-}
-
-// streamWake hands out the channels of StreamChanged: one per stream,
-// closed and forgotten when an append to the stream commits.
-type streamWake struct {
-	mu     sync.Mutex
-	closed bool
-	chans  map[string]chan struct{}
-}
-
-func (w *streamWake) changed(stream string) <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		ch := make(chan struct{})
-		close(ch)
-		return ch
-	}
-	ch, ok := w.chans[stream]
-	if !ok {
-		if w.chans == nil {
-			w.chans = map[string]chan struct{}{}
-		}
-		ch = make(chan struct{})
-		w.chans[stream] = ch
-	}
-	return ch
-}
-
-func (w *streamWake) notify(stream string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if ch, ok := w.chans[stream]; ok {
-		close(ch)
-		delete(w.chans, stream)
-	}
-}
-
-// all wakes the readers of every stream.
-func (w *streamWake) all() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for stream, ch := range w.chans {
-		close(ch)
-		delete(w.chans, stream)
-	}
-}
-
-func (w *streamWake) close() {
-	w.all()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.closed = true
+	return s.wake.Changed(stream)
 }
 
 // notifyChannel is the NOTIFY channel of the stores of one schema: stores
@@ -396,7 +342,7 @@ func (s *Store) listen(ctx context.Context, ready chan<- error) {
 				ready <- nil
 				return
 			}
-			s.wake.all()
+			s.wake.All()
 			pause = 100 * time.Millisecond
 		})
 		if !started {
@@ -407,7 +353,7 @@ func (s *Store) listen(ctx context.Context, ready chan<- error) {
 			return
 		}
 		s.log.Warn("stream notifications interrupted; reconnecting", "err", err, "pause", pause)
-		s.wake.all()
+		s.wake.All()
 		select {
 		case <-ctx.Done():
 			return
@@ -442,7 +388,7 @@ func (s *Store) listenOnce(ctx context.Context, listening func()) error {
 		}
 		instance, stream, ok := strings.Cut(n.Payload, " ")
 		if ok && instance != s.instance {
-			s.wake.notify(stream)
+			s.wake.Notify(stream)
 		}
 	}
 }

@@ -199,7 +199,7 @@ func (s *Store) finish(batch []*request, outs []outcome, err error) {
 			e := r.op.effects()
 			rows += e.rows
 			if e.stream != "" {
-				s.wake.notify(e.stream)
+				s.wake.Notify(e.stream)
 			}
 		}
 	}

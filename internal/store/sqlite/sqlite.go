@@ -113,8 +113,8 @@ type Store struct {
 	rdb *sql.DB // reader pool, query_only
 	r   readerStmts
 
-	stream streamStmts // stream statements on both connections (stream.go)
-	wake   streamWake  // in-process wake-ups of stream readers
+	stream streamStmts       // stream statements on both connections (stream.go)
+	wake   store.StreamWaker // in-process wake-ups of stream readers
 
 	// mu guards closed and the sends on queue: senders hold it shared,
 	// Close holds it exclusively while it closes queue.
@@ -332,7 +332,7 @@ func (s *Store) Close() error {
 	close(s.queue)
 	s.mu.Unlock()
 	<-s.stopped
-	s.wake.close()
+	s.wake.Close()
 	if st := s.Stats(); st.Batches > 0 {
 		s.log.Info("store writer stopped", "commits", st.Batches, "requests", st.Requests, "rows", st.Rows,
 			"requestsPerCommit", float64(st.Requests)/float64(st.Batches))

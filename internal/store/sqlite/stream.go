@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/muster-iot/muster/internal/store"
 )
@@ -97,52 +96,6 @@ func (st *streamStmts) close() error {
 	return err
 }
 
-// streamWake hands out the channels of StreamChanged: one per stream,
-// closed and forgotten when an append to the stream commits.
-type streamWake struct {
-	mu     sync.Mutex
-	closed bool
-	chans  map[string]chan struct{}
-}
-
-func (w *streamWake) changed(stream string) <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		ch := make(chan struct{})
-		close(ch)
-		return ch
-	}
-	ch, ok := w.chans[stream]
-	if !ok {
-		if w.chans == nil {
-			w.chans = map[string]chan struct{}{}
-		}
-		ch = make(chan struct{})
-		w.chans[stream] = ch
-	}
-	return ch
-}
-
-func (w *streamWake) notify(stream string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if ch, ok := w.chans[stream]; ok {
-		close(ch)
-		delete(w.chans, stream)
-	}
-}
-
-func (w *streamWake) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.closed = true
-	for stream, ch := range w.chans {
-		close(ch)
-		delete(w.chans, stream)
-	}
-}
-
 // streamRow is one entry as the writer inserts it.
 type streamRow struct {
 	key, sub, ts, doc string
@@ -178,7 +131,7 @@ func (s *Store) AppendMessages(ctx context.Context, stream string, entries []sto
 		seqs, err = s.insertStream(ctx, stream, rows)
 		return len(rows), err
 	}
-	r.committed = func() { s.wake.notify(stream) }
+	r.committed = func() { s.wake.Notify(stream) }
 	if _, err := s.submit(ctx, r); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -290,7 +243,7 @@ func (s *Store) StreamInfo(ctx context.Context, stream string) (store.StreamStat
 // this store commits after the call, or the store closes (see
 // store.StreamNotifier).
 func (s *Store) StreamChanged(stream string) <-chan struct{} {
-	return s.wake.changed(stream)
+	return s.wake.Changed(stream)
 }
 
 // TrimStream drops the oldest entries the retention no longer keeps (see
