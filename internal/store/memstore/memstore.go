@@ -28,8 +28,8 @@ type Store struct {
 	limit    int
 	closed   bool
 	now      func() time.Time
-	streams  map[string]*stream       // stream.go; created on first append
-	waiters  map[string]chan struct{} // StreamChanged channels, by stream
+	streams  map[string]*stream // stream.go; created on first append
+	wake     store.StreamWaker  // StreamChanged channels, by stream
 }
 
 // New returns an empty store keeping at most attemptLimit attempts (0: 1000).
@@ -252,7 +252,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	s.wakeAll()
+	s.wake.Close()
 	return nil
 }
 

@@ -59,10 +59,7 @@ func (s *Store) AppendMessages(ctx context.Context, name string, entries []store
 		st.end += int64(e.Size())
 		seqs[i] = e.Seq
 	}
-	if ch, ok := s.waiters[name]; ok {
-		close(ch)
-		delete(s.waiters, name)
-	}
+	s.wake.Notify(name)
 	return seqs, nil
 }
 
@@ -175,30 +172,7 @@ func (s *Store) StreamInfo(ctx context.Context, name string) (store.StreamStats,
 
 // StreamChanged implements store.StreamNotifier.
 func (s *Store) StreamChanged(name string) <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		ch := make(chan struct{})
-		close(ch)
-		return ch
-	}
-	ch, ok := s.waiters[name]
-	if !ok {
-		if s.waiters == nil {
-			s.waiters = map[string]chan struct{}{}
-		}
-		ch = make(chan struct{})
-		s.waiters[name] = ch
-	}
-	return ch
-}
-
-// wakeAll closes every StreamChanged channel; s.mu is held.
-func (s *Store) wakeAll() {
-	for name, ch := range s.waiters {
-		close(ch)
-		delete(s.waiters, name)
-	}
+	return s.wake.Changed(name)
 }
 
 var (
