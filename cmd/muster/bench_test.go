@@ -38,8 +38,16 @@ func benchRoot(stdout, stderr io.Writer) *cobra.Command {
 // by the kernel and returns its endpoints; it stops with the test.
 func startBenchServer(t testing.TB, dir string) instance.Endpoints {
 	t.Helper()
+	return startBenchServerOn(t, dir, "")
+}
+
+// startBenchServerOn is startBenchServer on the store st ("": the
+// default SQLite file in dir, else a --store value such as a
+// postgres:// DSN).
+func startBenchServerOn(t testing.TB, dir, st string) instance.Endpoints {
+	t.Helper()
 	cfg := config.Defaults()
-	cfg.DataDir, cfg.HTTPSAddr, cfg.MQTTAddr, cfg.LogLevel = dir, "127.0.0.1:0", "127.0.0.1:0", "error"
+	cfg.DataDir, cfg.HTTPSAddr, cfg.MQTTAddr, cfg.LogLevel, cfg.Store = dir, "127.0.0.1:0", "127.0.0.1:0", "error", st
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

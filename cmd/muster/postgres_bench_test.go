@@ -3,54 +3,16 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/muster-iot/muster/internal/bench"
 	"github.com/muster-iot/muster/internal/client/dpsservice"
-	"github.com/muster-iot/muster/internal/config"
 	"github.com/muster-iot/muster/internal/instance"
 	"github.com/muster-iot/muster/internal/store/postgres/pgtest"
 )
-
-// startPGBenchServer runs `muster serve` in-process on the PostgreSQL
-// database dsn, on loopback ports chosen by the kernel; it stops with the
-// benchmark.
-func startPGBenchServer(b *testing.B, dir, dsn string) instance.Endpoints {
-	b.Helper()
-	cfg := config.Defaults()
-	cfg.DataDir, cfg.HTTPSAddr, cfg.MQTTAddr, cfg.LogLevel, cfg.Store = dir, "127.0.0.1:0", "127.0.0.1:0", "error", dsn
-	if err := cfg.Validate(); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan instance.Endpoints, 1)
-	go func() {
-		done <- serve(ctx, cfg, io.Discard, io.Discard, func(ep instance.Endpoints) { ready <- ep })
-	}()
-	b.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			b.Error("server did not stop within 30s")
-		}
-	})
-	select {
-	case ep := <-ready:
-		return ep
-	case err := <-done:
-		b.Fatalf("serve: %v", err)
-	case <-time.After(60 * time.Second):
-		b.Fatal("server did not start within 60s")
-	}
-	return instance.Endpoints{}
-}
 
 // BenchmarkRegisterPostgres registers b.N symmetric-key group devices
 // against one and against two in-process `muster serve` on one fresh
@@ -71,7 +33,7 @@ func BenchmarkRegisterPostgres(b *testing.B) {
 			dir := b.TempDir()
 			var eps []instance.Endpoints
 			for i := range n {
-				eps = append(eps, startPGBenchServer(b, filepath.Join(dir, strconv.Itoa(i)), dsn))
+				eps = append(eps, startBenchServerOn(b, filepath.Join(dir, strconv.Itoa(i)), dsn))
 			}
 			pem, err := os.ReadFile(eps[0].CACertFile)
 			if err != nil {
