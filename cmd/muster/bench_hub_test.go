@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,16 +88,7 @@ func TestBenchHubEndToEnd(t *testing.T) {
 	}
 
 	// Every acknowledged message is durable in the built-in endpoint.
-	pem, err := os.ReadFile(ep.CACertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	hub, err := hubservice.New(hubservice.Options{ConnectionString: ep.HubConnectionString, Server: ep.HTTPSAddr, RootCAs: roots})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub := benchHub(t, ep).Service
 	stored := 0
 	for i := range 2 {
 		stored += countEvents(ctx, t, hub, rep.Devices.Prefix+"-"+strconv.Itoa(i))
@@ -194,17 +184,7 @@ func BenchmarkHub(b *testing.B) {
 		b.Run(phase, func(b *testing.B) {
 			dir := b.TempDir()
 			ep := startBenchServer(b, dir)
-			pem, err := os.ReadFile(ep.CACertFile)
-			if err != nil {
-				b.Fatal(err)
-			}
-			roots := x509.NewCertPool()
-			roots.AppendCertsFromPEM(pem)
-			hub, err := hubservice.New(hubservice.Options{ConnectionString: ep.HubConnectionString, Server: ep.HTTPSAddr, RootCAs: roots})
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := bench.HubServer{Service: hub, HostName: ep.HubHostName, MQTTEndpoint: ep.MQTTAddr, RootCAs: roots}
+			srv := benchHub(b, ep)
 			cfg := bench.DefaultHubConfig()
 			cfg.Phases, cfg.Devices, cfg.Mosquitto = []string{phase}, 1000, ""
 			var rate float64
@@ -245,17 +225,7 @@ func BenchmarkHubIdle(b *testing.B) {
 	profileDir := os.Getenv("MUSTER_BENCH_PROFILE_DIR")
 	dir := b.TempDir()
 	ep := startBenchServer(b, dir)
-	pem, err := os.ReadFile(ep.CACertFile)
-	if err != nil {
-		b.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	hub, err := hubservice.New(hubservice.Options{ConnectionString: ep.HubConnectionString, Server: ep.HTTPSAddr, RootCAs: roots})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := bench.HubServer{Service: hub, HostName: ep.HubHostName, MQTTEndpoint: ep.MQTTAddr, RootCAs: roots}
+	srv := benchHub(b, ep)
 	cfg := bench.DefaultHubConfig()
 	cfg.Phases, cfg.Mosquitto = []string{bench.HubPhaseMemory}, ""
 	cfg.Devices, cfg.IdleConnections, cfg.Settle = benchIdleConnections, benchIdleConnections, time.Second

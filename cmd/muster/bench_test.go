@@ -17,6 +17,7 @@ import (
 
 	"github.com/muster-iot/muster/internal/bench"
 	"github.com/muster-iot/muster/internal/client/dpsservice"
+	"github.com/muster-iot/muster/internal/client/hubservice"
 	"github.com/muster-iot/muster/internal/config"
 	"github.com/muster-iot/muster/internal/instance"
 )
@@ -76,6 +77,41 @@ func startBenchServerOn(t testing.TB, dir, st string) instance.Endpoints {
 	return instance.Endpoints{}
 }
 
+// benchRoots returns the pool of the in-process server's CA.
+func benchRoots(t testing.TB, ep instance.Endpoints) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(ep.CACertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	return roots
+}
+
+// benchDPS is the DPS of the in-process server ep as `bench register`
+// sees it.
+func benchDPS(t testing.TB, ep instance.Endpoints) bench.Server {
+	t.Helper()
+	roots := benchRoots(t, ep)
+	svc, err := dpsservice.New(dpsservice.Options{ConnectionString: ep.DPSServiceConnectionString, Server: ep.HTTPSAddr, RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bench.Server{Service: svc, DeviceEndpoint: ep.DPSDeviceEndpoint, IDScope: ep.IDScope, RootCAs: roots}
+}
+
+// benchHub is the hub of the in-process server ep as `bench hub` sees it.
+func benchHub(t testing.TB, ep instance.Endpoints) bench.HubServer {
+	t.Helper()
+	roots := benchRoots(t, ep)
+	hub, err := hubservice.New(hubservice.Options{ConnectionString: ep.HubConnectionString, Server: ep.HTTPSAddr, RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bench.HubServer{Service: hub, HostName: ep.HubHostName, MQTTEndpoint: ep.MQTTAddr, RootCAs: roots}
+}
+
 // TestBenchRegisterEndToEnd runs a short bench of both modes against a
 // real server: every device ends assigned, nothing fails, both ceilings
 // are measured, and the bench cleans up its enrollment groups.
@@ -129,16 +165,7 @@ func TestBenchRegisterEndToEnd(t *testing.T) {
 	}
 
 	// The registrations are durable records, and the groups are gone.
-	pem, err := os.ReadFile(ep.CACertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	svc, err := dpsservice.New(dpsservice.Options{ConnectionString: ep.DPSServiceConnectionString, Server: ep.HTTPSAddr, RootCAs: roots})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := benchDPS(t, ep).Service
 	for _, m := range rep.Modes {
 		for _, n := range []string{"-0", "-49"} {
 			reg, err := svc.GetRegistration(ctx, m.EnrollmentGroupID+n)
@@ -233,17 +260,7 @@ func BenchmarkRegister(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			dir := b.TempDir()
 			ep := startBenchServer(b, dir)
-			pem, err := os.ReadFile(ep.CACertFile)
-			if err != nil {
-				b.Fatal(err)
-			}
-			roots := x509.NewCertPool()
-			roots.AppendCertsFromPEM(pem)
-			svc, err := dpsservice.New(dpsservice.Options{ConnectionString: ep.DPSServiceConnectionString, Server: ep.HTTPSAddr, RootCAs: roots})
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := bench.Server{Service: svc, DeviceEndpoint: ep.DPSDeviceEndpoint, IDScope: ep.IDScope, RootCAs: roots}
+			srv := benchDPS(b, ep)
 			cfg := bench.Config{Modes: []string{mode}, Devices: b.N, Concurrency: bench.DefaultConcurrency, Duration: bench.MaxWindow, SkipCeilings: true}
 			b.ResetTimer()
 			rep, err := bench.Run(context.Background(), srv, cfg)

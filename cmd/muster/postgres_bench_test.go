@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 
 	"github.com/muster-iot/muster/internal/bench"
-	"github.com/muster-iot/muster/internal/client/dpsservice"
 	"github.com/muster-iot/muster/internal/instance"
 	"github.com/muster-iot/muster/internal/store/postgres/pgtest"
 )
@@ -35,17 +32,7 @@ func BenchmarkRegisterPostgres(b *testing.B) {
 			for i := range n {
 				eps = append(eps, startBenchServerOn(b, filepath.Join(dir, strconv.Itoa(i)), dsn))
 			}
-			pem, err := os.ReadFile(eps[0].CACertFile)
-			if err != nil {
-				b.Fatal(err)
-			}
-			roots := x509.NewCertPool()
-			roots.AppendCertsFromPEM(pem)
-			svc, err := dpsservice.New(dpsservice.Options{ConnectionString: eps[0].DPSServiceConnectionString, Server: eps[0].HTTPSAddr, RootCAs: roots})
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := bench.Server{Service: svc, DeviceEndpoint: eps[0].DPSDeviceEndpoint, IDScope: eps[0].IDScope, RootCAs: roots}
+			srv := benchDPS(b, eps[0])
 			for _, ep := range eps[1:] {
 				srv.MoreDeviceEndpoints = append(srv.MoreDeviceEndpoints, ep.DPSDeviceEndpoint)
 			}
