@@ -235,6 +235,22 @@ func StreamReadLimit(limit int) (int, error) {
 	}
 }
 
+// CheckStreamRead checks the arguments of ReadMessages (stream name,
+// filter, cursor, limit) and returns the limit to apply (see
+// StreamReadLimit). Every backend calls it first.
+func CheckStreamRead(stream string, after int64, filter StreamFilter, limit int) (int, error) {
+	if err := CheckStreamName(stream); err != nil {
+		return 0, err
+	}
+	if err := filter.Check(); err != nil {
+		return 0, err
+	}
+	if after < 0 {
+		return 0, fmt.Errorf("cursor %d is negative", after)
+	}
+	return StreamReadLimit(limit)
+}
+
 // checkStreamText rejects text that cannot be stored portably: invalid
 // UTF-8 or NUL bytes (PostgreSQL refuses both in TEXT).
 func checkStreamText(field, v string) error {

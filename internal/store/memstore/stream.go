@@ -66,16 +66,7 @@ func (s *Store) AppendMessages(ctx context.Context, name string, entries []store
 // ReadMessages implements store.Streams.
 func (s *Store) ReadMessages(ctx context.Context, name string, after int64, filter store.StreamFilter, limit int) ([]store.StreamEntry, error) {
 	op := fmt.Sprintf("read stream %q after %d", name, after)
-	if err := store.CheckStreamName(name); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	if err := filter.Check(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	if after < 0 {
-		return nil, fmt.Errorf("%s: cursor %d is negative", op, after)
-	}
-	limit, err := store.StreamReadLimit(limit)
+	limit, err := store.CheckStreamRead(name, after, filter, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}

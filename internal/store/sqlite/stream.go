@@ -168,16 +168,7 @@ func (s *Store) ReadMessages(ctx context.Context, stream string, after int64, fi
 	if s.isDone.Load() {
 		return nil, fmt.Errorf("%s: %w", op, store.ErrClosed)
 	}
-	if err := store.CheckStreamName(stream); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	if err := filter.Check(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	if after < 0 {
-		return nil, fmt.Errorf("%s: cursor %d is negative", op, after)
-	}
-	limit, err := store.StreamReadLimit(limit)
+	limit, err := store.CheckStreamRead(stream, after, filter, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
