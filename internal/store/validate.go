@@ -71,6 +71,17 @@ func ValidateWrite(w Write) error {
 	return nil
 }
 
+// ValidateWrites runs ValidateWrite on each write of a batch; the first
+// refusal is a *WriteError naming the write's index, kind and ID.
+func ValidateWrites(writes []Write) error {
+	for i, w := range writes {
+		if err := ValidateWrite(w); err != nil {
+			return &WriteError{Index: i, Kind: w.Record.Kind, ID: w.Record.ID, Err: err}
+		}
+	}
+	return nil
+}
+
 // JSONDepth returns the deepest nesting of arrays and objects in a valid
 // JSON text.
 func JSONDepth(b []byte) int {

@@ -89,10 +89,8 @@ func (s *Store) Delete(ctx context.Context, kind store.Kind, id string, ifMatch 
 // Apply runs the writes atomically and durably (see store.Docs). An invalid
 // write is refused before anything is queued, as a *store.WriteError.
 func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record, error) {
-	for i, w := range writes {
-		if err := store.ValidateWrite(w); err != nil {
-			return nil, &store.WriteError{Index: i, Kind: w.Record.Kind, ID: w.Record.ID, Err: err}
-		}
+	if err := store.ValidateWrites(writes); err != nil {
+		return nil, err
 	}
 	if len(writes) == 0 {
 		if s.isDone.Load() {
