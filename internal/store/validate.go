@@ -82,6 +82,31 @@ func ValidateWrites(writes []Write) error {
 	return nil
 }
 
+// EncodeAttempt checks an attempt for a SQL backend's AppendAttempt (an
+// ID, text that can be stored portably, a year within 0000-9999) and
+// returns it with its Time in UTC, and its JSON document. Errors start
+// with "append attempt".
+func EncodeAttempt(a Attempt) (Attempt, []byte, error) {
+	if a.ID == "" {
+		return a, nil, errors.New("append attempt: id is empty")
+	}
+	if err := CheckText("id", a.ID); err != nil {
+		return a, nil, fmt.Errorf("append attempt: %w", err)
+	}
+	if err := CheckText("registrationId", a.RegistrationID); err != nil {
+		return a, nil, fmt.Errorf("append attempt %s: %w", a.ID, err)
+	}
+	a.Time = a.Time.UTC()
+	if y := a.Time.Year(); y < 0 || y > 9999 {
+		return a, nil, fmt.Errorf("append attempt %s: time %s is outside years 0000-9999", a.ID, a.Time)
+	}
+	doc, err := json.Marshal(a)
+	if err != nil {
+		return a, nil, fmt.Errorf("append attempt %s: encode: %w", a.ID, err)
+	}
+	return a, doc, nil
+}
+
 // JSONDepth returns the deepest nesting of arrays and objects in a valid
 // JSON text.
 func JSONDepth(b []byte) int {

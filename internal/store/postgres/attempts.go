@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -46,22 +45,9 @@ func (o *attemptOp) effects() effects { return effects{rows: 1, attempts: 1} }
 // AttemptLimit attempts (ordered by Time, then ID). An ID already in the log
 // gives store.ErrExists. Time is stored in UTC.
 func (s *Store) AppendAttempt(ctx context.Context, a store.Attempt) error {
-	if a.ID == "" {
-		return errors.New("append attempt: id is empty")
-	}
-	if err := store.CheckText("id", a.ID); err != nil {
-		return fmt.Errorf("append attempt: %w", err)
-	}
-	if err := store.CheckText("registrationId", a.RegistrationID); err != nil {
-		return fmt.Errorf("append attempt %s: %w", a.ID, err)
-	}
-	a.Time = a.Time.UTC()
-	if y := a.Time.Year(); y < 0 || y > 9999 {
-		return fmt.Errorf("append attempt %s: time %s is outside years 0000-9999", a.ID, a.Time)
-	}
-	doc, err := json.Marshal(a)
+	a, doc, err := store.EncodeAttempt(a)
 	if err != nil {
-		return fmt.Errorf("append attempt %s: encode: %w", a.ID, err)
+		return err
 	}
 	o := &attemptOp{id: a.ID, ts: formatTime(a.Time), registrationID: a.RegistrationID, doc: string(doc)}
 	_, err = s.submit(ctx, newRequest(ctx, o))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/muster-iot/muster/internal/store"
@@ -22,22 +21,9 @@ type attemptRow struct {
 // AttemptLimit attempts (ordered by Time, then ID). An ID already in the log
 // gives store.ErrExists. Time is stored in UTC.
 func (s *Store) AppendAttempt(ctx context.Context, a store.Attempt) error {
-	if a.ID == "" {
-		return errors.New("append attempt: id is empty")
-	}
-	if err := store.CheckText("id", a.ID); err != nil {
-		return fmt.Errorf("append attempt: %w", err)
-	}
-	if err := store.CheckText("registrationId", a.RegistrationID); err != nil {
-		return fmt.Errorf("append attempt %s: %w", a.ID, err)
-	}
-	a.Time = a.Time.UTC()
-	if y := a.Time.Year(); y < 0 || y > 9999 {
-		return fmt.Errorf("append attempt %s: time %s is outside years 0000-9999", a.ID, a.Time)
-	}
-	doc, err := json.Marshal(a)
+	a, doc, err := store.EncodeAttempt(a)
 	if err != nil {
-		return fmt.Errorf("append attempt %s: encode: %w", a.ID, err)
+		return err
 	}
 	r := newRequest(ctx)
 	r.attempt = &attemptRow{id: a.ID, ts: formatTime(a.Time), registrationID: a.RegistrationID, doc: string(doc)}
