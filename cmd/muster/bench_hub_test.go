@@ -124,11 +124,7 @@ func countEvents(ctx context.Context, t *testing.T, hub *hubservice.Client, devi
 // TestBenchHubFlagErrors checks that bad settings are refused, naming the
 // setting, before any connection is attempted.
 func TestBenchHubFlagErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	tests := []benchFlagCase{
 		{"unknown phase", []string{"--phases", "connect,soak"}, `phase "soak"`},
 		{"zero devices", []string{"--devices", "0"}, "devices 0"},
 		{"more idle than devices", []string{"--devices", "100", "--idle", "200"}, "idle connections 200"},
@@ -141,20 +137,7 @@ func TestBenchHubFlagErrors(t *testing.T) {
 		{"target without a port", []string{"--target", "127.0.0.1"}, "give host:port"},
 		{"positional argument", []string{"extra"}, `unknown command "extra"`},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var out bytes.Buffer
-			cmd := newBenchCmd()
-			cmd.SetOut(&out)
-			cmd.SetErr(&out)
-			cmd.SilenceUsage, cmd.SilenceErrors = true, true
-			cmd.SetArgs(append([]string{"hub"}, tc.args...))
-			err := cmd.ExecuteContext(context.Background())
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q", err, tc.want)
-			}
-		})
-	}
+	runBenchFlagErrors(t, "hub", tests)
 }
 
 // TestBenchHubNeedsAServer checks the error when nothing says where the

@@ -201,11 +201,7 @@ func TestBenchRegisterEndToEnd(t *testing.T) {
 // TestBenchRegisterFlagErrors checks that bad settings are refused, naming
 // the setting, before any connection is attempted.
 func TestBenchRegisterFlagErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	tests := []benchFlagCase{
 		{"unknown mode", []string{"--mode", "tpm"}, `mode "tpm"`},
 		{"zero concurrency", []string{"--concurrency", "0"}, "concurrency 0"},
 		{"too much concurrency", []string{"--concurrency", "100000"}, "concurrency 100000"},
@@ -216,6 +212,20 @@ func TestBenchRegisterFlagErrors(t *testing.T) {
 		{"negative timeout", []string{"--timeout", "-1s"}, "timeout -1s"},
 		{"positional argument", []string{"extra"}, `unknown command "extra"`},
 	}
+	runBenchFlagErrors(t, "register", tests)
+}
+
+// benchFlagCase is one refused flag combination of a bench subcommand.
+type benchFlagCase struct {
+	name string
+	args []string
+	want string // in the error
+}
+
+// runBenchFlagErrors runs `bench sub` with each case's flags and expects
+// an error naming the setting, before any connection is attempted.
+func runBenchFlagErrors(t *testing.T, sub string, tests []benchFlagCase) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -223,7 +233,7 @@ func TestBenchRegisterFlagErrors(t *testing.T) {
 			cmd.SetOut(&out)
 			cmd.SetErr(&out)
 			cmd.SilenceUsage, cmd.SilenceErrors = true, true
-			cmd.SetArgs(append([]string{"register"}, tc.args...))
+			cmd.SetArgs(append([]string{sub}, tc.args...))
 			err := cmd.ExecuteContext(context.Background())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
