@@ -62,7 +62,8 @@ func scan(t *testing.T) map[string]*pkg {
 		}
 		if d.IsDir() {
 			switch d.Name() {
-			case "node_modules", "testdata", ".git":
+			case "node_modules", "testdata", ".git", "third_party":
+				// third_party holds upstream modules (their own go.mod), not ours.
 				return filepath.SkipDir
 			}
 			return nil
