@@ -234,14 +234,19 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go func() {
 			defer s.wg.Done()
-			s.serveAccepted(nc)
+			s.handshakeAccepted(nc)
 		}()
 	}
 }
 
-// serveAccepted completes the TLS handshake of an accepted connection and
-// serves it.
-func (s *Server) serveAccepted(nc net.Conn) {
+// handshakeAccepted completes the TLS handshake of an accepted connection
+// and then serves it on a goroutine of its own. The handshake grows the
+// stack of the goroutine that runs it to 16 KiB, and a goroutine's stack
+// does not shrink back below twice what it holds: the goroutine that waits
+// for an idle device's next packet (about 2.3 KiB deep) starts fresh, so
+// that it keeps a 4 KiB stack (the CONNECT phase runs on another
+// goroutine too, in the broker's attachClient).
+func (s *Server) handshakeAccepted(nc net.Conn) {
 	defer s.recoverConn(nc)
 	remote := "unknown"
 	if a := nc.RemoteAddr(); a != nil {
@@ -261,9 +266,17 @@ func (s *Server) serveAccepted(nc net.Conn) {
 			certs = pc
 		}
 	}
-	if err := s.serve(nc, certs, remote, "tls"); err != nil && !errors.Is(err, ErrServerClosed) {
-		s.log.Debug("mqtt connection ended", "remote", remote, "err", err)
+	if !s.enter() {
+		nc.Close()
+		return
 	}
+	go func() {
+		defer s.wg.Done()
+		defer s.recoverConn(nc)
+		if err := s.serve(nc, certs, remote, "tls"); err != nil && !errors.Is(err, ErrServerClosed) {
+			s.log.Debug("mqtt connection ended", "remote", remote, "err", err)
+		}
+	}()
 }
 
 // ServeConn serves one MQTT connection that arrived another way and returns

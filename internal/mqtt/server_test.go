@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -621,6 +622,9 @@ type hubSession struct {
 
 func (h *hubRealm) Connect(_ context.Context, info ConnectInfo, p Peer) (Session, error) {
 	parts := strings.Split(info.Username, "/")
+	if info.Password == "panic" {
+		panic("realm panics for " + info.ClientID)
+	}
 	if len(parts) != 3 || parts[1] != info.ClientID || info.Password != "hub-sas" {
 		return nil, fmt.Errorf("bad credentials for %q", info.ClientID)
 	}
@@ -723,6 +727,93 @@ func TestHubRealm(t *testing.T) {
 			t.Fatal("session not closed")
 		}
 	})
+}
+
+// TestIdleConnectionGoroutines checks what an idle connection costs in
+// goroutines: one, waiting for the next packet in the broker's read loop.
+// The TLS handshake and the CONNECT phase ran on goroutines that have
+// ended (so their deep stacks are gone), and the broker's write loop,
+// which only broker-routed messages use, was never started.
+func TestIdleConnectionGoroutines(t *testing.T) {
+	p := newTestPKI(t)
+	hub := &hubRealm{sessions: map[string]*hubSession{}}
+	srv := newTestServer(t, &fakeDPS{}, hub)
+	addr, _ := serveTLS(t, srv, p.serverTLS())
+	const n = 3
+	for i := range n {
+		id := fmt.Sprintf("idle%d", i)
+		if _, rc := connectPaho(t, clientConfig{broker: "ssl://" + addr, tls: p.clientTLS(false), clientID: id, username: "hub.example/" + id + "/?api-version=2021-04-12", password: "hub-sas"}); rc != 0 {
+			t.Fatalf("CONNACK 0x%02x for %s", rc, id)
+		}
+	}
+	want := map[string]int{
+		"mqtt.(*Server).attachClient":      n,
+		"mqtt.(*Client).WriteLoop":         0,
+		"mqtt.(*Server).connectClient":     0,
+		"mqtt.(*Server).handshakeAccepted": 0,
+	}
+	var got map[string]int
+	deadline := time.Now().Add(waitLimit)
+	for {
+		got = countGoroutines(want)
+		if cmp.Equal(want, got) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("goroutines whose stack holds each function (-want +got):\n%s", diff)
+	}
+}
+
+// countGoroutines counts, for each key of funcs, the goroutines whose
+// stack holds a frame of that function.
+func countGoroutines(funcs map[string]int) map[string]int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	got := make(map[string]int, len(funcs))
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for f := range funcs {
+			if strings.Contains(g, "/comqtt/v2/"+f+"(") || strings.Contains(g, "/internal/"+f+"(") {
+				got[f]++
+			}
+		}
+	}
+	for f := range funcs {
+		got[f] += 0
+	}
+	return got
+}
+
+// TestConnectPhasePanic checks that a panic during the CONNECT phase,
+// which runs on a goroutine of its own, ends only that connection and is
+// counted like any other connection panic.
+func TestConnectPhasePanic(t *testing.T) {
+	p := newTestPKI(t)
+	hub := &hubRealm{sessions: map[string]*hubSession{}}
+	srv := newTestServer(t, &fakeDPS{}, hub)
+	addr, _ := serveTLS(t, srv, p.serverTLS())
+	broker := "ssl://" + addr
+	if _, rc := connectPaho(t, clientConfig{broker: broker, tls: p.clientTLS(false), clientID: "boom", username: "hub.example/boom/?api-version=2021-04-12", password: "panic"}); rc == 0 {
+		t.Fatal("CONNACK accepted the connection whose realm panicked")
+	}
+	deadline := time.Now().Add(waitLimit)
+	for srv.panics.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := srv.panics.Swap(0); n != 1 {
+		t.Fatalf("the server recovered %d panics, want 1", n)
+	}
+	if _, rc := connectPaho(t, clientConfig{broker: broker, tls: p.clientTLS(false), clientID: "dev1", username: "hub.example/dev1/?api-version=2021-04-12", password: "hub-sas"}); rc != 0 {
+		t.Fatalf("CONNACK 0x%02x after the panic, want the server still serving", rc)
+	}
 }
 
 func TestCloseSendsMQTT5Disconnect(t *testing.T) {

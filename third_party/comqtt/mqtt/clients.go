@@ -159,6 +159,7 @@ type ClientState struct {
 	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
 	outbound        chan *packets.Packet // queue for pending outbound packets
 	endOnce         sync.Once            // only end once
+	writeLoopOnce   sync.Once            // muster: starts WriteLoop with the first queued packet
 	isTakenOver     uint32               // used to identify orphaned clients
 	packetID        uint32               // the current highest packetID
 	open            context.Context      // indicate that the client is open for packet exchange
@@ -202,6 +203,18 @@ func newClient(c net.Conn, o *ops) *Client {
 	}
 
 	return cl
+}
+
+// startWriteLoop starts the goroutine that writes the client's queued
+// packets, once, for a real (not inline) client.
+//
+// muster: upstream starts it in NewClient for every client; Muster's realms
+// write to their clients directly, so most clients never queue a packet.
+func (cl *Client) startWriteLoop() {
+	if cl.Net.Inline {
+		return
+	}
+	cl.State.writeLoopOnce.Do(func() { go cl.WriteLoop() })
 }
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
@@ -372,16 +385,27 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
+		err = cl.readBody(fh, packetHandler)
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// readBody reads the rest of the packet whose fixed header is fh and
+// passes it to packetHandler.
+//
+// muster: a frame of its own, so that the packet values live only while a
+// packet is handled and the loop in Read waits for the next header on a
+// shallow stack.
+//
+//go:noinline
+func (cl *Client) readBody(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.

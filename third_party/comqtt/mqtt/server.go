@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -244,9 +245,10 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 		// By default, we don't want to restrict developer publishes,
 		// but if you do, reset this after creating inline client.
 		cl.State.Inflight.ResetReceiveQuota(math.MaxInt32)
-	} else {
-		go cl.WriteLoop() // can only write to real clients
 	}
+	// muster: the write loop of a real client starts with its first queued
+	// packet (startWriteLoop), not here: a client the broker never routes a
+	// message to needs no goroutine for it.
 
 	return cl
 }
@@ -361,8 +363,56 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 
 // attachClient validates an incoming client connection and if viable, attaches the client
 // to the server, performs session housekeeping, and reads incoming packets.
+//
+// muster: the CONNECT phase runs on a goroutine of its own (connectAside)
+// and the disconnect phase in a frame of its own (detachClient), so that the
+// goroutine of an idle client waits in the read loop on a shallow stack
+// that never grew: authentication and the hooks go deep, and a goroutine's
+// stack does not shrink back below twice what it holds.
 func (s *Server) attachClient(cl *Client, listener string) error {
 	defer cl.Stop(nil)
+	if err := s.connectAside(cl, listener); err != nil {
+		return err
+	}
+	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
+	err := cl.Read(s.receivePacket)
+	s.detachClient(cl, listener, err)
+	return err
+}
+
+// connectAside runs connectClient on another goroutine and waits for it.
+// A panic there is raised again here, with that goroutine's stack, so
+// that it ends this client as it would have without the second goroutine.
+func (s *Server) connectAside(cl *Client, listener string) error {
+	type result struct {
+		err   error
+		panic any
+		stack []byte
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if v := recover(); v != nil {
+				r = result{panic: v, stack: debug.Stack()}
+			}
+			done <- r
+		}()
+		r.err = s.connectClient(cl, listener)
+	}()
+	r := <-done
+	if r.panic != nil {
+		panic(fmt.Sprintf("%v [in the CONNECT phase: %s]", r.panic, r.stack))
+	}
+	return r.err
+}
+
+// connectClient reads and validates the client's CONNECT, authenticates
+// it, establishes its session and sends the CONNACK. A nil error means the
+// client is connected (and counted in Info.ClientsConnected).
+//
+//go:noinline
+func (s *Server) connectClient(cl *Client, listener string) error {
 	pk, err := s.readConnectionPacket(cl)
 	if err != nil {
 		return fmt.Errorf("read connection: %w", err)
@@ -400,7 +450,12 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	atomic.AddInt64(&s.Info.ClientsConnected, 1)
-	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
+	connected := false
+	defer func() {
+		if !connected {
+			atomic.AddInt64(&s.Info.ClientsConnected, -1)
+		}
+	}()
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
@@ -422,8 +477,14 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	s.hooks.OnSessionEstablished(cl, pk)
+	connected = true
+	return nil
+}
 
-	err = cl.Read(s.receivePacket)
+// detachClient ends the session of a client whose read loop returned err.
+//
+//go:noinline
+func (s *Server) detachClient(cl *Client, listener string, err error) {
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -440,8 +501,6 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 		s.UnsubscribeClient(cl)
 		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
-
-	return err
 }
 
 // readConnectionPacket reads the first incoming header for a connection, and if
@@ -1116,6 +1175,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
+	cl.startWriteLoop()
 	select {
 	case cl.State.outbound <- &out:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
