@@ -55,7 +55,14 @@ const (
 	DefaultAttemptLimit = 100000
 	DefaultMaxBatch     = 256
 	DefaultSynchronous  = "FULL"
-	DefaultCommitDelay  = time.Millisecond
+	// DefaultCommitDelay: at 1 ms, X.509 registrations (about 900/s here,
+	// each a fresh mTLS handshake) committed in batches of two or three,
+	// an fsync each; 3 ms gathers about three times as many per commit and
+	// raised their rate by 11-14% in interleaved runs, with a lower p50
+	// latency (the CPU the fsyncs took went to the handshakes).
+	// Symmetric-key registrations and hub telemetry, whose batches are
+	// already large, did not change.
+	DefaultCommitDelay = 3 * time.Millisecond
 )
 
 // busyTimeout is how long a connection waits for a lock held by another
