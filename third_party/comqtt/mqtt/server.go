@@ -391,7 +391,9 @@ func (s *Server) connectAside(cl *Client, listener string) error {
 	}
 	done := make(chan result, 1)
 	go func() {
-		var r result
+		// Until connectClient returns, the phase counts as failed: a
+		// runtime.Goexit there must not pass for a connected client.
+		r := result{err: errors.New("the CONNECT phase ended without a result")}
 		defer func() {
 			if v := recover(); v != nil {
 				r = result{panic: v, stack: debug.Stack()}
