@@ -653,12 +653,19 @@ func (s *hubSession) Publish(_ context.Context, m Message) error {
 
 func (s *hubSession) Close(err error) { s.closed <- err }
 
-func TestHubRealm(t *testing.T) {
+// newFakeHubEnv is a Server with the fake hub realm behind a loopback TLS
+// listener, and the broker URL of that listener.
+func newFakeHubEnv(t *testing.T) (*testPKI, *hubRealm, *Server, string) {
+	t.Helper()
 	p := newTestPKI(t)
 	hub := &hubRealm{sessions: map[string]*hubSession{}}
 	srv := newTestServer(t, &fakeDPS{}, hub)
 	addr, _ := serveTLS(t, srv, p.serverTLS())
-	broker := "ssl://" + addr
+	return p, hub, srv, "ssl://" + addr
+}
+
+func TestHubRealm(t *testing.T) {
+	p, hub, _, broker := newFakeHubEnv(t)
 
 	if _, rc := connectPaho(t, clientConfig{broker: broker, tls: p.clientTLS(false), clientID: "dev1", username: "hub.example/dev1/?api-version=2021-04-12", password: "wrong"}); rc != 5 {
 		t.Fatalf("CONNACK 0x%02x for bad credentials, want 0x05", rc)
@@ -735,14 +742,11 @@ func TestHubRealm(t *testing.T) {
 // ended (so their deep stacks are gone), and the broker's write loop,
 // which only broker-routed messages use, was never started.
 func TestIdleConnectionGoroutines(t *testing.T) {
-	p := newTestPKI(t)
-	hub := &hubRealm{sessions: map[string]*hubSession{}}
-	srv := newTestServer(t, &fakeDPS{}, hub)
-	addr, _ := serveTLS(t, srv, p.serverTLS())
+	p, _, _, broker := newFakeHubEnv(t)
 	const n = 3
 	for i := range n {
 		id := fmt.Sprintf("idle%d", i)
-		if _, rc := connectPaho(t, clientConfig{broker: "ssl://" + addr, tls: p.clientTLS(false), clientID: id, username: "hub.example/" + id + "/?api-version=2021-04-12", password: "hub-sas"}); rc != 0 {
+		if _, rc := connectPaho(t, clientConfig{broker: broker, tls: p.clientTLS(false), clientID: id, username: "hub.example/" + id + "/?api-version=2021-04-12", password: "hub-sas"}); rc != 0 {
 			t.Fatalf("CONNACK 0x%02x for %s", rc, id)
 		}
 	}
@@ -796,11 +800,7 @@ func countGoroutines(funcs map[string]int) map[string]int {
 // which runs on a goroutine of its own, ends only that connection and is
 // counted like any other connection panic.
 func TestConnectPhasePanic(t *testing.T) {
-	p := newTestPKI(t)
-	hub := &hubRealm{sessions: map[string]*hubSession{}}
-	srv := newTestServer(t, &fakeDPS{}, hub)
-	addr, _ := serveTLS(t, srv, p.serverTLS())
-	broker := "ssl://" + addr
+	p, _, srv, broker := newFakeHubEnv(t)
 	if _, rc := connectPaho(t, clientConfig{broker: broker, tls: p.clientTLS(false), clientID: "boom", username: "hub.example/boom/?api-version=2021-04-12", password: "panic"}); rc == 0 {
 		t.Fatal("CONNACK accepted the connection whose realm panicked")
 	}
