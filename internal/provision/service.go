@@ -417,7 +417,10 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 	if err != nil {
 		return nil, err
 	}
-	recs, err := s.o.Docs.Apply(ctx, append(identity, rw))
+	// The attempt joins the same transaction: an assigned registration
+	// always has its attempt, and the device waits for one commit, not two.
+	a.Outcome = StatusAssigned
+	recs, err := s.o.Docs.ApplyWithAttempt(ctx, append(identity, rw), a.Attempt)
 	if err != nil {
 		return nil, fmt.Errorf("save registration %s: %w", reg.RegistrationID, err)
 	}
@@ -429,8 +432,6 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 			}
 		}
 	}
-	a.Outcome = StatusAssigned
-	s.record(ctx, a)
 	return reg, nil
 }
 

@@ -57,6 +57,18 @@ func (o *ObservedDocs) Delete(ctx context.Context, kind store.Kind, id string, i
 	return err
 }
 
+// ApplyWithAttempt runs a batch with an attempt (see store.Docs) and tells
+// the engine about every record in it.
+func (o *ObservedDocs) ApplyWithAttempt(ctx context.Context, writes []store.Write, a store.Attempt) ([]store.Record, error) {
+	out, err := o.Docs.ApplyWithAttempt(ctx, writes, a)
+	if err == nil {
+		for _, w := range writes {
+			o.note(w.Record)
+		}
+	}
+	return out, err
+}
+
 // Apply runs a batch (see store.Docs) and tells the engine about every
 // record in it.
 func (o *ObservedDocs) Apply(ctx context.Context, writes []store.Write) ([]store.Record, error) {

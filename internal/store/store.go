@@ -105,6 +105,12 @@ type Docs interface {
 	// writes (deleted ones are returned as given). Errors wrap the sentinel of
 	// the first failing write together with its index (see WriteError).
 	Apply(ctx context.Context, writes []Write) ([]Record, error)
+	// ApplyWithAttempt is Apply that also appends a to the attempt log
+	// (see Attempts) in the same transaction: the writes and the attempt
+	// are durable together, or neither is. A failing write gives Apply's
+	// error; a failing attempt gives AppendAttempt's (store.ErrExists for
+	// an ID already in the log), and then no write is applied either.
+	ApplyWithAttempt(ctx context.Context, writes []Write, a Attempt) ([]Record, error)
 }
 
 // WriteError says which write of an Apply batch failed.

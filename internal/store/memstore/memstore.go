@@ -142,6 +142,30 @@ func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record
 	if s.closed {
 		return nil, store.ErrClosed
 	}
+	return s.applyLocked(writes)
+}
+
+// ApplyWithAttempt implements store.Docs: the writes, then the attempt,
+// under one lock.
+func (s *Store) ApplyWithAttempt(ctx context.Context, writes []store.Write, a store.Attempt) ([]store.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, store.ErrClosed
+	}
+	out, err := s.applyLocked(writes)
+	if err != nil {
+		return nil, err
+	}
+	s.appendLocked(a)
+	return out, nil
+}
+
+// applyLocked applies the writes, all or none; s.mu is held.
+func (s *Store) applyLocked(writes []store.Write) ([]store.Record, error) {
 	// Check against the state as earlier writes of the batch leave it.
 	saved := map[store.Kind]map[string]store.Record{}
 	for k, m := range s.docs {
@@ -213,13 +237,19 @@ func (s *Store) AppendAttempt(ctx context.Context, a store.Attempt) error {
 	if s.closed {
 		return store.ErrClosed
 	}
+	s.appendLocked(a)
+	return nil
+}
+
+// appendLocked appends an attempt and drops the oldest beyond the limit;
+// s.mu is held.
+func (s *Store) appendLocked(a store.Attempt) {
 	s.attempts = append(s.attempts, a)
 	if len(s.attempts) > s.limit {
 		// drop the oldest by time
 		slices.SortStableFunc(s.attempts, func(a, b store.Attempt) int { return a.Time.Compare(b.Time) })
 		s.attempts = append([]store.Attempt(nil), s.attempts[len(s.attempts)-s.limit:]...)
 	}
-	return nil
 }
 
 // Attempts implements store.Attempts.

@@ -45,13 +45,52 @@ func (o *attemptOp) effects() effects { return effects{rows: 1, attempts: 1} }
 // AttemptLimit attempts (ordered by Time, then ID). An ID already in the log
 // gives store.ErrExists. Time is stored in UTC.
 func (s *Store) AppendAttempt(ctx context.Context, a store.Attempt) error {
-	a, doc, err := store.EncodeAttempt(a)
+	o, err := newAttemptOp(a)
 	if err != nil {
 		return err
 	}
-	o := &attemptOp{id: a.ID, ts: formatTime(a.Time), registrationID: a.RegistrationID, doc: string(doc)}
 	_, err = s.submit(ctx, newRequest(ctx, o))
 	return err
+}
+
+// newAttemptOp checks and encodes an attempt for the writer.
+func newAttemptOp(a store.Attempt) (*attemptOp, error) {
+	a, doc, err := store.EncodeAttempt(a)
+	if err != nil {
+		return nil, err
+	}
+	return &attemptOp{id: a.ID, ts: formatTime(a.Time), registrationID: a.RegistrationID, doc: string(doc)}, nil
+}
+
+// docsAttemptOp is an ApplyWithAttempt request: the documents, then the
+// attempt, in one transaction.
+type docsAttemptOp struct {
+	docs    *docsOp
+	attempt *attemptOp
+}
+
+func (o *docsAttemptOp) queue(b *pgx.Batch, now time.Time) {
+	o.docs.queue(b, now)
+	o.attempt.queue(b, now)
+}
+
+func (o *docsAttemptOp) read(br pgx.BatchResults) ([]store.Record, error) {
+	recs, err := o.docs.read(br)
+	_, aerr := o.attempt.read(br) // read whatever happened, as op requires
+	if err != nil {
+		return nil, err
+	}
+	if aerr != nil {
+		return nil, aerr
+	}
+	return recs, nil
+}
+
+func (o *docsAttemptOp) effects() effects {
+	e, a := o.docs.effects(), o.attempt.effects()
+	e.rows += a.rows
+	e.attempts += a.attempts
+	return e
 }
 
 // Attempts returns the newest attempts for a registration ID, newest first,

@@ -191,6 +191,25 @@ func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record
 		}
 		return []store.Record{}, nil
 	}
+	return s.submit(ctx, newRequest(ctx, s.newDocsOp(writes)))
+}
+
+// ApplyWithAttempt runs the writes and appends the attempt in one
+// request, so in one transaction (see store.Docs).
+func (s *Store) ApplyWithAttempt(ctx context.Context, writes []store.Write, a store.Attempt) ([]store.Record, error) {
+	if err := store.ValidateWrites(writes); err != nil {
+		return nil, err
+	}
+	ao, err := newAttemptOp(a)
+	if err != nil {
+		return nil, err
+	}
+	return s.submit(ctx, newRequest(ctx, &docsAttemptOp{docs: s.newDocsOp(writes), attempt: ao}))
+}
+
+// newDocsOp prepares valid writes for the writer: a new etag per put, and
+// the jsonb copy of the documents twin queries read.
+func (s *Store) newDocsOp(writes []store.Write) *docsOp {
 	o := &docsOp{writes: writes, etags: make([]string, len(writes)), jdocs: make([]any, len(writes))}
 	for i, w := range writes {
 		if w.Delete {
@@ -206,7 +225,7 @@ func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record
 			}
 		}
 	}
-	return s.submit(ctx, newRequest(ctx, o))
+	return o
 }
 
 // List returns records of one kind ordered by ID (see store.Docs).

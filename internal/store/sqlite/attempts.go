@@ -21,14 +21,23 @@ type attemptRow struct {
 // AttemptLimit attempts (ordered by Time, then ID). An ID already in the log
 // gives store.ErrExists. Time is stored in UTC.
 func (s *Store) AppendAttempt(ctx context.Context, a store.Attempt) error {
-	a, doc, err := store.EncodeAttempt(a)
+	row, err := newAttemptRow(a)
 	if err != nil {
 		return err
 	}
 	r := newRequest(ctx)
-	r.attempt = &attemptRow{id: a.ID, ts: formatTime(a.Time), registrationID: a.RegistrationID, doc: string(doc)}
+	r.attempt = row
 	_, err = s.submit(ctx, r)
 	return err
+}
+
+// newAttemptRow checks and encodes an attempt for the writer.
+func newAttemptRow(a store.Attempt) (*attemptRow, error) {
+	a, doc, err := store.EncodeAttempt(a)
+	if err != nil {
+		return nil, err
+	}
+	return &attemptRow{id: a.ID, ts: formatTime(a.Time), registrationID: a.RegistrationID, doc: string(doc)}, nil
 }
 
 // insertAttempt runs on the writer connection, inside the batch transaction.

@@ -103,6 +103,25 @@ func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record
 	return s.submit(ctx, r)
 }
 
+// ApplyWithAttempt runs the writes and appends the attempt in one
+// request, so in one transaction (see store.Docs).
+func (s *Store) ApplyWithAttempt(ctx context.Context, writes []store.Write, a store.Attempt) ([]store.Record, error) {
+	if err := store.ValidateWrites(writes); err != nil {
+		return nil, err
+	}
+	row, err := newAttemptRow(a)
+	if err != nil {
+		return nil, err
+	}
+	r := newRequest(ctx)
+	r.writes, r.attempt = writes, row
+	recs, err := s.submit(ctx, r)
+	if recs == nil && err == nil {
+		recs = []store.Record{}
+	}
+	return recs, err
+}
+
 // write executes one write on the writer connection, inside the batch
 // transaction.
 func (s *Store) write(ctx context.Context, w store.Write) (store.Record, error) {

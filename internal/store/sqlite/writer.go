@@ -21,8 +21,8 @@ const (
 // request is one write request waiting for the writer goroutine.
 type request struct {
 	ctx     context.Context
-	writes  []store.Write // a document batch, or
-	attempt *attemptRow   // one attempt, or
+	writes  []store.Write // a document batch, and/or
+	attempt *attemptRow   // one attempt (after the writes), or
 	// exec, any other write (stream appends and trims): the writer runs it
 	// inside the request's savepoint; it returns how many rows it wrote or
 	// deleted.
@@ -268,14 +268,10 @@ func (s *Store) execute(ctx context.Context, r *request) ([]store.Record, error)
 		r.rows = n
 		return nil, nil
 	}
-	if r.attempt != nil {
-		if err := s.insertAttempt(ctx, r.attempt); err != nil {
-			return nil, err
-		}
-		r.rows, r.appended = 1, 1
-		return nil, nil
+	var recs []store.Record
+	if len(r.writes) > 0 {
+		recs = make([]store.Record, len(r.writes))
 	}
-	recs := make([]store.Record, len(r.writes))
 	for i, w := range r.writes {
 		rec, err := s.write(ctx, w)
 		if err != nil {
@@ -283,6 +279,13 @@ func (s *Store) execute(ctx context.Context, r *request) ([]store.Record, error)
 		}
 		recs[i] = rec
 		r.rows++
+	}
+	if r.attempt != nil {
+		if err := s.insertAttempt(ctx, r.attempt); err != nil {
+			return nil, err
+		}
+		r.rows++
+		r.appended++
 	}
 	return recs, nil
 }

@@ -53,6 +53,17 @@ func testAttemptRejects(t *testing.T, s store.Store) {
 			}
 		})
 	}
+	// A refused attempt takes the writes of its batch with it.
+	dev := store.Write{Record: store.Record{Kind: store.KindDevice, ID: "with-dup", Doc: json.RawMessage(`{}`)}}
+	if _, err := s.ApplyWithAttempt(t.Context(), []store.Write{dev}, store.Attempt{ID: "dup", Time: now}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("ApplyWithAttempt with a duplicate attempt ID = %v; want ErrExists", err)
+	}
+	if _, err := s.Get(t.Context(), store.KindDevice, "with-dup"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get after the refused batch = %v; want ErrNotFound (the write must not land)", err)
+	}
+	if _, err := s.ApplyWithAttempt(t.Context(), []store.Write{dev}, store.Attempt{Time: now}); err == nil {
+		t.Error("ApplyWithAttempt accepted an attempt without an ID")
+	}
 	got, err := s.Attempts(t.Context(), "", 0)
 	if err != nil || len(got) != 1 {
 		t.Errorf("Attempts = %v, %v; want only the first attempt", got, err)

@@ -79,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ApplyMixed", testApplyMixed},
 		{"ApplySameRecordTwice", testApplySameRecordTwice},
 		{"ApplyEmpty", testApplyEmpty},
+		{"ApplyWithAttempt", testApplyWithAttempt},
 		{"InvalidWrites", testInvalidWrites},
 		{"CancelledContext", testCancelledContext},
 		{"ConcurrentApply", testConcurrentApply},
@@ -908,6 +909,54 @@ func testConcurrentCAS(t *testing.T, s store.Store) {
 // ---- attempts ----
 
 // attempt returns the i-th test attempt; a higher i is newer.
+// testApplyWithAttempt checks that the writes and the attempt of
+// ApplyWithAttempt land together, and that a failing write keeps the
+// attempt out as well.
+func testApplyWithAttempt(t *testing.T, s store.Store) {
+	writes := []store.Write{
+		{Record: store.Record{Kind: store.KindRegistration, ID: "dev", Doc: json.RawMessage(`{"status":"assigned"}`)}},
+		{Record: store.Record{Kind: store.KindDevice, ID: "dev", Doc: json.RawMessage(`{"deviceId":"dev"}`)}, Cond: store.Cond{IfNoneMatch: true}},
+	}
+	ok := attempt(1, "dev")
+	recs, err := s.ApplyWithAttempt(t.Context(), writes, ok)
+	if err != nil {
+		t.Fatalf("ApplyWithAttempt: %v", err)
+	}
+	if len(recs) != 2 || recs[0].ID != "dev" || recs[0].ETag == "" || recs[1].Kind != store.KindDevice {
+		t.Errorf("ApplyWithAttempt records %+v; want the registration and the device as stored", recs)
+	}
+	if got, err := s.Get(t.Context(), store.KindDevice, "dev"); err != nil || got.ETag != recs[1].ETag {
+		t.Errorf("Get device = %+v, %v; want the record ApplyWithAttempt returned", got, err)
+	}
+	got, err := s.Attempts(t.Context(), "dev", 0)
+	if err != nil || len(got) != 1 || got[0].ID != ok.ID || got[0].Outcome != ok.Outcome {
+		t.Fatalf("Attempts = %+v, %v; want the one attempt", got, err)
+	}
+
+	// The device exists now, so its if-none-match write fails: the
+	// registration update and the second attempt must not land either.
+	writes[0].Record.Doc = json.RawMessage(`{"status":"again"}`)
+	if _, err := s.ApplyWithAttempt(t.Context(), writes, attempt(2, "dev")); err == nil {
+		t.Fatal("ApplyWithAttempt with a failing write succeeded")
+	} else {
+		wantWriteError(t, err, 1, store.KindDevice, "dev", store.ErrExists)
+	}
+	if reg, err := s.Get(t.Context(), store.KindRegistration, "dev"); err != nil || jsonValue(reg.Doc).(map[string]any)["status"] != "assigned" {
+		t.Errorf("registration after the failed batch = %s, %v; want it unchanged", reg.Doc, err)
+	}
+	if got, err := s.Attempts(t.Context(), "dev", 0); err != nil || len(got) != 1 {
+		t.Errorf("Attempts after the failed batch = %+v, %v; want only the first", got, err)
+	}
+
+	// No writes: the attempt alone.
+	if recs, err := s.ApplyWithAttempt(t.Context(), nil, attempt(3, "other")); err != nil || len(recs) != 0 {
+		t.Errorf("ApplyWithAttempt without writes = %v, %v; want no records and no error", recs, err)
+	}
+	if got, err := s.Attempts(t.Context(), "other", 0); err != nil || len(got) != 1 {
+		t.Errorf("Attempts of the attempt-only batch = %+v, %v; want it", got, err)
+	}
+}
+
 func attempt(i int, regID string) store.Attempt {
 	base := time.Date(2026, 11, 5, 10, 0, 0, 0, time.UTC)
 	return store.Attempt{
@@ -1085,6 +1134,10 @@ func testClosed(t *testing.T, s store.Store) {
 		}},
 		{"Apply empty", func() error { _, err := s.Apply(ctx, nil); return err }},
 		{"AppendAttempt", func() error { return s.AppendAttempt(ctx, attempt(1, "dev")) }},
+		{"ApplyWithAttempt", func() error {
+			_, err := s.ApplyWithAttempt(ctx, []store.Write{{Record: store.Record{Kind: store.KindDevice, ID: "f", Doc: json.RawMessage(`{}`)}}}, attempt(2, "dev"))
+			return err
+		}},
 		{"Attempts", func() error { _, err := s.Attempts(ctx, "", 0); return err }},
 	}
 	for _, op := range ops {
