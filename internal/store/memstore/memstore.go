@@ -134,20 +134,18 @@ func (s *Store) Delete(ctx context.Context, kind store.Kind, id, ifMatch string)
 
 // Apply implements store.Docs.
 func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, store.ErrClosed
-	}
-	return s.applyLocked(writes)
+	return s.applyWith(ctx, writes, nil)
 }
 
 // ApplyWithAttempt implements store.Docs: the writes, then the attempt,
 // under one lock.
 func (s *Store) ApplyWithAttempt(ctx context.Context, writes []store.Write, a store.Attempt) ([]store.Record, error) {
+	return s.applyWith(ctx, writes, &a)
+}
+
+// applyWith applies the writes and, when they all succeed and a is set,
+// appends a, under one lock.
+func (s *Store) applyWith(ctx context.Context, writes []store.Write, a *store.Attempt) ([]store.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -160,7 +158,9 @@ func (s *Store) ApplyWithAttempt(ctx context.Context, writes []store.Write, a st
 	if err != nil {
 		return nil, err
 	}
-	s.appendLocked(a)
+	if a != nil {
+		s.appendLocked(*a)
+	}
 	return out, nil
 }
 
