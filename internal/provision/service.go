@@ -240,13 +240,12 @@ func (s *Service) disabled(ctx context.Context, req *RegisterRequest, a *attempt
 	if d.EnrollmentKind == "group" {
 		reg.EnrollmentGroupID, group = d.EnrollmentID, enroll.Key(d.EnrollmentID)
 	}
-	if err := s.saveRegistration(ctx, reg, group); err != nil {
+	a.Outcome, a.Reason, a.Hint = StatusDisabled, string(d.Reason), strings.TrimSpace(d.Detail+". "+d.Hint)
+	a.EnrollmentKind, a.EnrollmentID = d.EnrollmentKind, d.EnrollmentID
+	if err := s.saveRegistration(ctx, reg, group, a); err != nil {
 		return nil, err
 	}
 	s.finished.remember(reg, now)
-	a.Outcome, a.Reason, a.Hint = StatusDisabled, string(d.Reason), strings.TrimSpace(d.Detail+". "+d.Hint)
-	a.EnrollmentKind, a.EnrollmentID = d.EnrollmentKind, d.EnrollmentID
-	s.record(ctx, a)
 	return &OperationStatus{OperationID: reg.OperationID, Status: StatusAssigning,
 		RegistrationState: &DeviceRegistrationResult{RegistrationID: reg.RegistrationID, Status: StatusAssigning}}, nil
 }
@@ -275,16 +274,18 @@ func registrationWrite(r *enroll.Registration, group string) (store.Write, error
 	return store.Write{Record: store.Record{Kind: store.KindRegistration, ID: enroll.Key(r.RegistrationID), Group: group, Doc: doc}}, nil
 }
 
-func (s *Service) saveRegistration(ctx context.Context, r *enroll.Registration, group string) error {
+// saveRegistration stores a registration record and, in the same
+// transaction, the attempt that decided it.
+func (s *Service) saveRegistration(ctx context.Context, r *enroll.Registration, group string, a *attempt) error {
 	w, err := registrationWrite(r, group)
 	if err != nil {
 		return err
 	}
-	rec, err := s.o.Docs.Put(ctx, w.Record, w.Cond)
+	recs, err := s.o.Docs.ApplyWithAttempt(ctx, []store.Write{w}, a.Attempt)
 	if err != nil {
 		return fmt.Errorf("save registration %s: %w", r.RegistrationID, err)
 	}
-	r.ETag = rec.ETag
+	r.ETag = recs[0].ETag
 	return nil
 }
 
@@ -321,11 +322,10 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 
 	fail := func(code int, msg string, reason attest.Reason, hint string) (*enroll.Registration, error) {
 		reg.Status, reg.ErrorCode, reg.ErrorMessage, reg.AssignedHub, reg.Substatus = StatusFailed, code, msg, "", ""
-		if err := s.saveRegistration(ctx, reg, groupKey); err != nil {
+		a.Outcome, a.Reason, a.Hint = StatusFailed, string(reason), hint
+		if err := s.saveRegistration(ctx, reg, groupKey, a); err != nil {
 			return nil, err
 		}
-		a.Outcome, a.Reason, a.Hint = StatusFailed, string(reason), hint
-		s.record(ctx, a)
 		return reg, nil
 	}
 
