@@ -113,6 +113,24 @@ type Docs interface {
 	ApplyWithAttempt(ctx context.Context, writes []Write, a Attempt) ([]Record, error)
 }
 
+// ApplyFunc is a backend's Docs.Apply.
+type ApplyFunc func(ctx context.Context, writes []Write) ([]Record, error)
+
+// PutVia is Docs.Put as one write of apply, for backends that put that way.
+func PutVia(ctx context.Context, apply ApplyFunc, rec Record, cond Cond) (Record, error) {
+	recs, err := apply(ctx, []Write{{Record: rec, Cond: cond}})
+	if err != nil {
+		return Record{}, err
+	}
+	return recs[0], nil
+}
+
+// DeleteVia is Docs.Delete as one write of apply.
+func DeleteVia(ctx context.Context, apply ApplyFunc, kind Kind, id, ifMatch string) error {
+	_, err := apply(ctx, []Write{{Record: Record{Kind: kind, ID: id}, Cond: Cond{IfMatch: ifMatch}, Delete: true}})
+	return err
+}
+
 // WriteError says which write of an Apply batch failed.
 type WriteError struct {
 	Index int

@@ -119,17 +119,12 @@ func (s *Store) apply(w store.Write, now time.Time) store.Record {
 
 // Put implements store.Docs.
 func (s *Store) Put(ctx context.Context, rec store.Record, c store.Cond) (store.Record, error) {
-	out, err := s.Apply(ctx, []store.Write{{Record: rec, Cond: c}})
-	if err != nil {
-		return store.Record{}, err
-	}
-	return out[0], nil
+	return store.PutVia(ctx, s.Apply, rec, c)
 }
 
 // Delete implements store.Docs.
 func (s *Store) Delete(ctx context.Context, kind store.Kind, id, ifMatch string) error {
-	_, err := s.Apply(ctx, []store.Write{{Record: store.Record{Kind: kind, ID: id}, Cond: store.Cond{IfMatch: ifMatch}, Delete: true}})
-	return err
+	return store.DeleteVia(ctx, s.Apply, kind, id, ifMatch)
 }
 
 // Apply implements store.Docs.

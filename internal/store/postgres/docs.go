@@ -166,45 +166,47 @@ func (s *Store) Get(ctx context.Context, kind store.Kind, id string) (store.Reco
 
 // Put creates or replaces a record under cond (see store.Docs).
 func (s *Store) Put(ctx context.Context, rec store.Record, cond store.Cond) (store.Record, error) {
-	recs, err := s.Apply(ctx, []store.Write{{Record: rec, Cond: cond}})
-	if err != nil {
-		return store.Record{}, err
-	}
-	return recs[0], nil
+	return store.PutVia(ctx, s.Apply, rec, cond)
 }
 
 // Delete removes a record under an optional If-Match etag (see store.Docs).
 func (s *Store) Delete(ctx context.Context, kind store.Kind, id string, ifMatch string) error {
-	_, err := s.Apply(ctx, []store.Write{{Record: store.Record{Kind: kind, ID: id}, Cond: store.Cond{IfMatch: ifMatch}, Delete: true}})
-	return err
+	return store.DeleteVia(ctx, s.Apply, kind, id, ifMatch)
 }
 
 // Apply runs the writes atomically and durably (see store.Docs). An invalid
 // write is refused before anything is queued, as a *store.WriteError.
 func (s *Store) Apply(ctx context.Context, writes []store.Write) ([]store.Record, error) {
-	if err := store.ValidateWrites(writes); err != nil {
-		return nil, err
-	}
-	if len(writes) == 0 {
-		if s.isDone.Load() {
-			return nil, fmt.Errorf("apply: %w", store.ErrClosed)
-		}
-		return []store.Record{}, nil
-	}
-	return s.submit(ctx, newRequest(ctx, s.newDocsOp(writes)))
+	return s.apply(ctx, writes, nil)
 }
 
 // ApplyWithAttempt runs the writes and appends the attempt in one
 // request, so in one transaction (see store.Docs).
 func (s *Store) ApplyWithAttempt(ctx context.Context, writes []store.Write, a store.Attempt) ([]store.Record, error) {
-	if err := store.ValidateWrites(writes); err != nil {
-		return nil, err
-	}
 	ao, err := newAttemptOp(a)
 	if err != nil {
 		return nil, err
 	}
-	return s.submit(ctx, newRequest(ctx, &docsAttemptOp{docs: s.newDocsOp(writes), attempt: ao}))
+	return s.apply(ctx, writes, ao)
+}
+
+// apply checks the writes and runs them, with the attempt when set, as one
+// writer request.
+func (s *Store) apply(ctx context.Context, writes []store.Write, attempt *attemptOp) ([]store.Record, error) {
+	if err := store.ValidateWrites(writes); err != nil {
+		return nil, err
+	}
+	if len(writes) == 0 && attempt == nil {
+		if s.isDone.Load() {
+			return nil, fmt.Errorf("apply: %w", store.ErrClosed)
+		}
+		return []store.Record{}, nil
+	}
+	docs := s.newDocsOp(writes)
+	if attempt == nil {
+		return s.submit(ctx, newRequest(ctx, docs))
+	}
+	return s.submit(ctx, newRequest(ctx, &docsAttemptOp{docs: docs, attempt: attempt}))
 }
 
 // newDocsOp prepares valid writes for the writer: a new etag per put, and
