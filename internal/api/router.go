@@ -154,32 +154,46 @@ func splitPath(escaped string) ([]string, error) {
 type param struct{ name, value string }
 
 // match returns the parameters if the route matches the decoded segments.
-func (r *route) match(parts []string, reserved map[string]bool) ([]param, bool) {
-	if len(r.segs) > 0 && r.segs[0].kind != segLiteral && len(parts) > 0 && reserved[strings.ToLower(parts[0])] {
+// firstReserved says whether the path's first segment is reserved. It
+// allocates only the parameters of a matching route.
+func (r *route) match(parts []string, firstReserved bool) ([]param, bool) {
+	if len(r.segs) > 0 && r.segs[0].kind != segLiteral && firstReserved {
 		return nil, false
 	}
-	var ps []param
+	wildcard := len(r.segs) > 0 && r.segs[len(r.segs)-1].kind == segWildcard
+	switch {
+	case wildcard && len(parts) < len(r.segs)-1: // the wildcard may be empty
+		return nil, false
+	case !wildcard && len(parts) != len(r.segs):
+		return nil, false
+	}
+	n := 0
 	for i, s := range r.segs {
-		if s.kind == segWildcard {
-			return append(ps, param{s.text, strings.Join(parts[i:], "/")}), true
-		}
-		if i >= len(parts) {
-			return nil, false
-		}
 		switch s.kind {
 		case segLiteral:
-			if strings.ToLower(parts[i]) != s.text {
+			if !strings.EqualFold(parts[i], s.text) {
 				return nil, false
 			}
 		case segParam:
 			if parts[i] == "" {
 				return nil, false
 			}
-			ps = append(ps, param{s.text, parts[i]})
+			n++
+		case segWildcard:
+			n++
 		}
 	}
-	if len(parts) != len(r.segs) {
-		return nil, false
+	if n == 0 {
+		return nil, true
+	}
+	ps := make([]param, 0, n)
+	for i, s := range r.segs {
+		switch s.kind {
+		case segParam:
+			ps = append(ps, param{s.text, parts[i]})
+		case segWildcard:
+			ps = append(ps, param{s.text, strings.Join(parts[i:], "/")})
+		}
 	}
 	return ps, true
 }
@@ -211,10 +225,11 @@ func (rt *router) match(method, escapedPath string) (matchResult, error) {
 	}
 	rt.mu.RLock()
 	defer rt.mu.RUnlock()
+	firstReserved := len(parts) > 0 && rt.reserved[strings.ToLower(parts[0])]
 	var best matchResult
 	var allowed []string
 	for _, r := range rt.routes {
-		ps, ok := r.match(parts, rt.reserved)
+		ps, ok := r.match(parts, firstReserved)
 		if !ok {
 			continue
 		}
