@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -197,5 +198,99 @@ func TestTickStrictlyIncreasing(t *testing.T) {
 			t.Fatalf("tick %v after %v", got, prev)
 		}
 		prev = got
+	}
+}
+
+// TestBatchMerged runs a batch the first pass merges (merge.go): plain
+// upserts and attempts, more documents than one merged statement takes, a
+// key written by two requests (which splits the run), and an update of an
+// existing record (which keeps its Created). Every request succeeds in one
+// commit, with the records the table holds. A duplicate attempt ID inside
+// a run then fails only its own request.
+func TestBatchMerged(t *testing.T) {
+	s := openInternal(t)
+	ctx := t.Context()
+	old, err := s.Put(ctx, store.Record{Kind: store.KindTwin, ID: "old", Doc: json.RawMessage(`{"v":1}`)}, store.Cond{})
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var batch []*request
+	for i := range 2*mergeRows + 3 {
+		id := fmt.Sprintf("dev-%03d", i)
+		r := docRequest(ctx, put(store.KindDevice, id, store.Cond{}), put(store.KindRegistration, id, store.Cond{}))
+		r.attempt = attemptRequest(ctx, fmt.Sprintf("at-%03d", i), base.Add(time.Duration(i)*time.Second)).attempt
+		batch = append(batch, r)
+	}
+	again := docRequest(ctx, put(store.KindDevice, "dev-001", store.Cond{}), put(store.KindTwin, "old", store.Cond{}))
+	batch = append(batch, again)
+
+	before := s.Stats()
+	s.commitBatch(batch)
+	after := s.Stats()
+	if after.Batches-before.Batches != 1 {
+		t.Errorf("%d commits; want 1", after.Batches-before.Batches)
+	}
+	if got, want := after.Rows-before.Rows, uint64(3*(2*mergeRows+3)+2); got != want {
+		t.Errorf("rows written = %d; want %d", got, want)
+	}
+	for i, r := range batch {
+		<-r.done
+		if r.err != nil {
+			t.Fatalf("request %d: %v", i, r.err)
+		}
+		if len(r.recs) != len(r.writes) {
+			t.Fatalf("request %d: %d records for %d writes", i, len(r.recs), len(r.writes))
+		}
+		for j, rec := range r.recs {
+			w := r.writes[j].Record
+			if rec.Kind != w.Kind || rec.ID != w.ID || string(rec.Doc) != string(w.Doc) || rec.ETag == "" {
+				t.Errorf("request %d write %d: record %+v for %s %s", i, j, rec, w.Kind, w.ID)
+			}
+		}
+	}
+	// The last writer of dev-001 wins, and its record is what is stored.
+	got, err := s.Get(ctx, store.KindDevice, "dev-001")
+	if err != nil || got.ETag != again.recs[0].ETag {
+		t.Errorf("dev-001 = %+v, %v; want etag %s", got, err, again.recs[0].ETag)
+	}
+	// An update keeps Created, and reports it.
+	twin := again.recs[1]
+	if !twin.Created.Equal(old.Created) || !twin.Updated.After(old.Updated) {
+		t.Errorf("updated twin created %v updated %v; want created %v, updated after %v", twin.Created, twin.Updated, old.Created, old.Updated)
+	}
+	if got, err := s.Get(ctx, store.KindTwin, "old"); err != nil || !got.Created.Equal(old.Created) || got.ETag != twin.ETag {
+		t.Errorf("stored twin %+v, %v", got, err)
+	}
+	// A new record's Created is its first write.
+	if rec := batch[5].recs[0]; !rec.Created.Equal(rec.Updated) {
+		t.Errorf("new record created %v updated %v; want equal", rec.Created, rec.Updated)
+	}
+
+	// A duplicate attempt ID inside a run: the merged pass fails, and the
+	// one-at-a-time pass refuses only the duplicate.
+	ok1 := docRequest(ctx, put(store.KindDevice, "ok-1", store.Cond{}))
+	ok1.attempt = attemptRequest(ctx, "dup-new", base).attempt
+	dup := docRequest(ctx, put(store.KindDevice, "dup-doc", store.Cond{}))
+	dup.attempt = attemptRequest(ctx, "dup-new", base).attempt
+	ok2 := docRequest(ctx, put(store.KindDevice, "ok-2", store.Cond{}))
+	s.commitBatch([]*request{ok1, dup, ok2})
+	for _, r := range []*request{ok1, ok2} {
+		<-r.done
+		if r.err != nil {
+			t.Errorf("request beside the duplicate: %v", r.err)
+		}
+	}
+	<-dup.done
+	if !errors.Is(dup.err, store.ErrExists) {
+		t.Errorf("duplicate attempt: %v; want ErrExists", dup.err)
+	}
+	if _, err := s.Get(ctx, store.KindDevice, "dup-doc"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused request's document was written: %v", err)
+	}
+	for _, id := range []string{"ok-1", "ok-2"} {
+		if _, err := s.Get(ctx, store.KindDevice, id); err != nil {
+			t.Errorf("Get %s: %v", id, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // The DML below is shared-dialect SQL: placeholders $1..$n appear in
@@ -78,6 +79,29 @@ type writerStmts struct {
 	attemptInsert, attemptsTrim        *sql.Stmt
 	savepoint, rollbackTo, release     *sql.Stmt
 	all                                []*sql.Stmt
+
+	// mergedStmts holds the multi-row statements (merge.go), prepared
+	// when first used, by name and row count.
+	mergedStmts map[string]*sql.Stmt
+}
+
+// merged returns the multi-row statement name for n rows, preparing it on
+// the writer connection the first time (writer goroutine only).
+func (w *writerStmts) merged(ctx context.Context, c *sql.Conn, name string, n int, text func(int) string) (*sql.Stmt, error) {
+	key := name + "/" + strconv.Itoa(n)
+	if st, ok := w.mergedStmts[key]; ok {
+		return st, nil
+	}
+	st, err := c.PrepareContext(ctx, text(n))
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s of %d rows: %w", name, n, err)
+	}
+	if w.mergedStmts == nil {
+		w.mergedStmts = map[string]*sql.Stmt{}
+	}
+	w.mergedStmts[key] = st
+	w.all = append(w.all, st)
+	return st, nil
 }
 
 // preparer is what both *sql.Conn and *sql.DB offer.
@@ -123,7 +147,7 @@ func (w *writerStmts) prepare(ctx context.Context, c *sql.Conn) error {
 
 func (w *writerStmts) close() error {
 	err := closeAll(w.all)
-	w.all = nil
+	w.all, w.mergedStmts = nil, nil
 	return err
 }
 

@@ -204,16 +204,51 @@ func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) b
 	}
 	outcomes := make([]outcome, len(batch))
 	appended := 0
+	// The first pass merges runs of plain upserts and attempts into
+	// multi-row statements (merge.go).
+	var run mergeRun
+	var runAt []int // batch index of each request in run
+	flushRun := func() error {
+		if len(run.reqs) == 0 {
+			return nil
+		}
+		if err := s.flush(ctx, &run); err != nil {
+			return err
+		}
+		for k, r := range run.reqs {
+			outcomes[runAt[k]] = outcome{run.recs[k], nil}
+			appended += r.appended
+		}
+		run.reset()
+		runAt = runAt[:0]
+		return nil
+	}
+	failPass := func(err error) bool {
+		if rbErr := rollback(); rbErr != nil {
+			fail(fmt.Errorf("roll back write transaction (%v): %w", err, rbErr))
+			return true
+		}
+		return false
+	}
 	for i, r := range batch {
 		r.rows, r.appended = 0, 0
 		if !isolated {
+			if mergeable(r) {
+				if !run.fits(r) {
+					if err := flushRun(); err != nil {
+						return failPass(err)
+					}
+				}
+				s.addToRun(&run, r)
+				runAt = append(runAt, i)
+				continue
+			}
+			if err := flushRun(); err != nil {
+				return failPass(err)
+			}
 			recs, err := s.execute(ctx, r)
 			if err != nil {
-				if rbErr := rollback(); rbErr != nil {
-					fail(fmt.Errorf("roll back write transaction (%v): %w", err, rbErr))
-					return true
-				}
-				return false
+				return failPass(err)
 			}
 			outcomes[i] = outcome{recs, nil}
 			appended += r.appended
@@ -234,6 +269,9 @@ func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) b
 		}
 		outcomes[i] = outcome{recs, err}
 		appended += r.appended
+	}
+	if err := flushRun(); err != nil {
+		return failPass(err)
 	}
 
 	trimmed := s.trimAttempts(ctx, appended)
