@@ -47,11 +47,13 @@ func mergeable(r *request) bool {
 // mergeRun collects a run of mergeable requests.
 type mergeRun struct {
 	reqs  []*request
+	at    []int            // per request, its index in the batch
 	recs  [][]store.Record // per request, filled by flush
 	keys  map[docKey]int   // document key -> index in docs
 	docs  []mergedDoc
 	atts  []*attemptRow
 	attOf []*request // the request of each attempt
+	args  []any      // statement arguments, reused
 }
 
 // mergedDoc is one document row of a run.
@@ -72,13 +74,15 @@ func (m *mergeRun) fits(r *request) bool {
 	return true
 }
 
-// add puts r in the run; the caller checked fits.
-func (s *Store) addToRun(m *mergeRun, r *request) {
+// addToRun puts r, the batch's request i, in the run; the caller checked
+// fits.
+func (s *Store) addToRun(m *mergeRun, r *request, i int) {
 	if m.keys == nil {
 		m.keys = map[docKey]int{}
 	}
 	ri := len(m.reqs)
 	m.reqs = append(m.reqs, r)
+	m.at = append(m.at, i)
 	m.recs = append(m.recs, nil)
 	if len(r.writes) > 0 {
 		m.recs[ri] = make([]store.Record, len(r.writes))
@@ -96,8 +100,15 @@ func (s *Store) addToRun(m *mergeRun, r *request) {
 	}
 }
 
+// reset empties the run for reuse, dropping its references to requests
+// and documents.
 func (m *mergeRun) reset() {
-	m.reqs, m.recs, m.docs, m.atts, m.attOf = m.reqs[:0], m.recs[:0], m.docs[:0], m.atts[:0], m.attOf[:0]
+	clear(m.reqs)
+	clear(m.recs)
+	clear(m.docs)
+	clear(m.atts)
+	clear(m.attOf)
+	m.reqs, m.at, m.recs, m.docs, m.atts, m.attOf = m.reqs[:0], m.at[:0], m.recs[:0], m.docs[:0], m.atts[:0], m.attOf[:0]
 	clear(m.keys)
 }
 
@@ -110,7 +121,7 @@ func (s *Store) flush(ctx context.Context, m *mergeRun) error {
 		}
 	}
 	for start := 0; start < len(m.atts); start += mergeRows {
-		if err := s.insertAttemptRows(ctx, m.atts[start:min(start+mergeRows, len(m.atts))]); err != nil {
+		if err := s.insertAttemptRows(ctx, m, m.atts[start:min(start+mergeRows, len(m.atts))]); err != nil {
 			return err
 		}
 	}
@@ -136,11 +147,13 @@ func (s *Store) upsertRows(ctx context.Context, m *mergeRun, docs []mergedDoc) e
 	if err != nil {
 		return err
 	}
-	args := make([]any, 0, 7*len(docs))
+	args := m.args[:0]
 	for _, d := range docs {
 		args = append(args, string(d.rec.Kind), d.rec.ID, d.rec.Group, d.rec.ETag, string(d.rec.Doc), d.ts, d.ts)
 	}
+	m.args = args
 	rows, err := st.QueryContext(ctx, args...)
+	clear(args)
 	if err != nil {
 		return fmt.Errorf("put %d documents: %w", len(docs), err)
 	}
@@ -171,16 +184,18 @@ func (s *Store) upsertRows(ctx context.Context, m *mergeRun, docs []mergedDoc) e
 
 // insertAttemptRows appends attempts with one multi-row insert. A
 // duplicate ID fails the statement (and so the pass).
-func (s *Store) insertAttemptRows(ctx context.Context, atts []*attemptRow) error {
+func (s *Store) insertAttemptRows(ctx context.Context, m *mergeRun, atts []*attemptRow) error {
 	st, err := s.w.merged(ctx, s.wconn, "attempt", len(atts), multiAttemptSQL)
 	if err != nil {
 		return err
 	}
-	args := make([]any, 0, 4*len(atts))
+	args := m.args[:0]
 	for _, a := range atts {
 		args = append(args, a.id, a.ts, a.registrationID, a.doc)
 	}
+	m.args = args
 	res, err := st.ExecContext(ctx, args...)
+	clear(args)
 	if err != nil {
 		return fmt.Errorf("append %d attempts: %w", len(atts), err)
 	}

@@ -134,6 +134,7 @@ type Store struct {
 	// Owned by the writer goroutine.
 	attempts int       // rows in the attempts table
 	lastTick time.Time // last timestamp handed out, to keep them strictly increasing
+	merge    mergeRun  // the first pass's merge run, reused (merge.go)
 
 	batches  atomic.Uint64
 	requests atomic.Uint64

@@ -206,21 +206,20 @@ func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) b
 	appended := 0
 	// The first pass merges runs of plain upserts and attempts into
 	// multi-row statements (merge.go).
-	var run mergeRun
-	var runAt []int // batch index of each request in run
+	run := &s.merge // reused across batches (writer goroutine only)
+	run.reset()
 	flushRun := func() error {
 		if len(run.reqs) == 0 {
 			return nil
 		}
-		if err := s.flush(ctx, &run); err != nil {
+		if err := s.flush(ctx, run); err != nil {
 			return err
 		}
 		for k, r := range run.reqs {
-			outcomes[runAt[k]] = outcome{run.recs[k], nil}
+			outcomes[run.at[k]] = outcome{run.recs[k], nil}
 			appended += r.appended
 		}
 		run.reset()
-		runAt = runAt[:0]
 		return nil
 	}
 	failPass := func(err error) bool {
@@ -239,8 +238,7 @@ func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) b
 						return failPass(err)
 					}
 				}
-				s.addToRun(&run, r)
-				runAt = append(runAt, i)
+				s.addToRun(run, r, i)
 				continue
 			}
 			if err := flushRun(); err != nil {
