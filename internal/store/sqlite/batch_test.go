@@ -294,3 +294,20 @@ func TestBatchMerged(t *testing.T) {
 		}
 	}
 }
+
+// TestGetCancelled: a read whose context has ended is refused before it
+// starts (once started, a primary-key read is not interrupted).
+func TestGetCancelled(t *testing.T) {
+	s := openInternal(t)
+	if _, err := s.Put(t.Context(), store.Record{Kind: store.KindDevice, ID: "d", Doc: json.RawMessage(`{}`)}, store.Cond{}); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	if _, err := s.Get(ctx, store.KindDevice, "d"); err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	cancel()
+	if _, err := s.Get(ctx, store.KindDevice, "d"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Get with a cancelled context = %v; want context.Canceled", err)
+	}
+}

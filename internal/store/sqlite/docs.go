@@ -54,10 +54,16 @@ func (s *Store) Get(ctx context.Context, kind store.Kind, id string) (store.Reco
 	if s.isDone.Load() {
 		return store.Record{}, fmt.Errorf("get %s/%s: %w", kind, id, store.ErrClosed)
 	}
+	if err := ctx.Err(); err != nil {
+		return store.Record{}, fmt.Errorf("get %s/%s: %w", kind, id, err)
+	}
 	rec := store.Record{Kind: kind, ID: id}
 	var doc []byte
 	var created, updated string
-	err := s.r.get.QueryRowContext(ctx, string(kind), id).Scan(&rec.Group, &rec.ETag, &doc, &created, &updated)
+	// A read by primary key takes microseconds, so it is not interrupted
+	// once started: given a context that can end, the driver would start a
+	// goroutine per query to watch it (two per registration).
+	err := s.r.get.QueryRowContext(context.WithoutCancel(ctx), string(kind), id).Scan(&rec.Group, &rec.ETag, &doc, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Record{}, fmt.Errorf("get %s/%s: %w", kind, id, store.ErrNotFound)
 	}
