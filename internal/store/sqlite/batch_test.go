@@ -267,6 +267,23 @@ func TestBatchMerged(t *testing.T) {
 		t.Errorf("new record created %v updated %v; want equal", rec.Created, rec.Updated)
 	}
 
+	// A request that writes one existing key twice runs on its own: both
+	// of its records keep the stored Created, and the second one is stored.
+	twice := docRequest(ctx, put(store.KindTwin, "old", store.Cond{}), put(store.KindTwin, "old", store.Cond{}))
+	s.commitBatch([]*request{docRequest(ctx, put(store.KindDevice, "before", store.Cond{})), twice})
+	<-twice.done
+	if twice.err != nil {
+		t.Fatalf("request writing a key twice: %v", twice.err)
+	}
+	for i, rec := range twice.recs {
+		if !rec.Created.Equal(old.Created) {
+			t.Errorf("write %d of the same key: created %v; want %v", i, rec.Created, old.Created)
+		}
+	}
+	if got, err := s.Get(ctx, store.KindTwin, "old"); err != nil || got.ETag != twice.recs[1].ETag {
+		t.Errorf("stored %+v, %v; want the second write (etag %s)", got, err, twice.recs[1].ETag)
+	}
+
 	// A duplicate attempt ID inside a run: the merged pass fails, and the
 	// one-at-a-time pass refuses only the duplicate.
 	ok1 := docRequest(ctx, put(store.KindDevice, "ok-1", store.Cond{}))

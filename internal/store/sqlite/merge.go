@@ -30,15 +30,22 @@ type docKey struct {
 	id   string
 }
 
-// mergeable reports whether r may join a merge run: documents written
-// unconditionally, at most an attempt, nothing else.
+// mergeable reports whether r may join a merge run: distinct documents
+// written unconditionally, at most an attempt, nothing else. (A request
+// that writes one key twice runs on its own, so that each write's record
+// is the one it made.)
 func mergeable(r *request) bool {
 	if r.exec != nil {
 		return false
 	}
-	for _, w := range r.writes {
+	for i, w := range r.writes {
 		if w.Delete || w.Cond != (store.Cond{}) {
 			return false
+		}
+		for _, earlier := range r.writes[:i] {
+			if earlier.Record.Kind == w.Record.Kind && earlier.Record.ID == w.Record.ID {
+				return false
+			}
 		}
 	}
 	return true
