@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -53,14 +54,13 @@ func mergeable(r *request) bool {
 
 // mergeRun collects a run of mergeable requests.
 type mergeRun struct {
-	reqs  []*request
-	at    []int            // per request, its index in the batch
-	recs  [][]store.Record // per request, filled by flush
-	keys  map[docKey]int   // document key -> index in docs
-	docs  []mergedDoc
-	atts  []*attemptRow
-	attOf []*request // the request of each attempt
-	args  []any      // statement arguments, reused
+	reqs []*request
+	at   []int            // per request, its index in the batch
+	recs [][]store.Record // per request, filled by flush
+	keys map[docKey]int   // document key -> index in docs
+	docs []mergedDoc
+	atts []*attemptRow
+	args []any // statement arguments, reused
 }
 
 // mergedDoc is one document row of a run.
@@ -103,7 +103,6 @@ func (s *Store) addToRun(m *mergeRun, r *request, i int) {
 	}
 	if r.attempt != nil {
 		m.atts = append(m.atts, r.attempt)
-		m.attOf = append(m.attOf, r)
 	}
 }
 
@@ -114,8 +113,7 @@ func (m *mergeRun) reset() {
 	clear(m.recs)
 	clear(m.docs)
 	clear(m.atts)
-	clear(m.attOf)
-	m.reqs, m.at, m.recs, m.docs, m.atts, m.attOf = m.reqs[:0], m.at[:0], m.recs[:0], m.docs[:0], m.atts[:0], m.attOf[:0]
+	m.reqs, m.at, m.recs, m.docs, m.atts = m.reqs[:0], m.at[:0], m.recs[:0], m.docs[:0], m.atts[:0]
 	clear(m.keys)
 }
 
@@ -134,15 +132,15 @@ func (s *Store) flush(ctx context.Context, m *mergeRun) error {
 	}
 	for _, r := range m.reqs {
 		r.rows = len(r.writes)
+		if r.attempt != nil {
+			r.rows++
+			r.appended++
+		}
 	}
 	for _, d := range m.docs {
 		rec := d.rec
-		rec.Doc = append([]byte(nil), rec.Doc...)
+		rec.Doc = bytes.Clone(rec.Doc)
 		m.recs[d.req][d.write] = rec
-	}
-	for _, r := range m.attOf {
-		r.rows++
-		r.appended++
 	}
 	return nil
 }
@@ -237,13 +235,12 @@ func valuesList(n, cols int) string {
 // multiUpsertSQL is sqlUpsert for n rows, returning each row's key with its
 // created time (RETURNING gives rows in no set order).
 func multiUpsertSQL(n int) string {
-	return `INSERT INTO docs (kind, id, grp, etag, doc, created, updated) VALUES ` + valuesList(n, 7) + `
-ON CONFLICT (kind, id) DO UPDATE SET grp = excluded.grp, etag = excluded.etag, doc = excluded.doc, updated = excluded.updated
+	return sqlInsertDocs + valuesList(n, 7) + sqlUpsertConflict + `
 RETURNING kind, id, created`
 }
 
 // multiAttemptSQL inserts n attempts; unlike sqlAttemptInsert a duplicate
 // ID is an error, which sends the batch to its one-request-at-a-time pass.
 func multiAttemptSQL(n int) string {
-	return `INSERT INTO attempts (id, ts, registration_id, doc) VALUES ` + valuesList(n, 4)
+	return sqlInsertAttempts + valuesList(n, 4)
 }

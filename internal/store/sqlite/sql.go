@@ -28,10 +28,14 @@ WHERE kind = $1 AND grp = $2 AND id > $3 ORDER BY id LIMIT $4`
 	sqlInsert = `INSERT INTO docs (kind, id, grp, etag, doc, created, updated)
 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, id) DO NOTHING`
 
+	// sqlInsertDocs and sqlUpsertConflict frame the rows of an upsert
+	// (here and in merge.go).
+	sqlInsertDocs     = `INSERT INTO docs (kind, id, grp, etag, doc, created, updated) VALUES `
+	sqlUpsertConflict = `
+ON CONFLICT (kind, id) DO UPDATE SET grp = excluded.grp, etag = excluded.etag, doc = excluded.doc, updated = excluded.updated`
+
 	// sqlUpsert creates or replaces a record, keeping created.
-	sqlUpsert = `INSERT INTO docs (kind, id, grp, etag, doc, created, updated)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (kind, id) DO UPDATE SET grp = excluded.grp, etag = excluded.etag, doc = excluded.doc, updated = excluded.updated
+	sqlUpsert = sqlInsertDocs + `($1, $2, $3, $4, $5, $6, $7)` + sqlUpsertConflict + `
 RETURNING created`
 
 	// sqlReplace replaces an existing record (If-Match: *).
@@ -46,8 +50,9 @@ WHERE kind = $5 AND id = $6 AND etag = $7 RETURNING created`
 
 	sqlDeleteIf = `DELETE FROM docs WHERE kind = $1 AND id = $2 AND etag = $3`
 
-	sqlAttemptInsert = `INSERT INTO attempts (id, ts, registration_id, doc)
-VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`
+	// sqlInsertAttempts starts an attempt insert (here and in merge.go).
+	sqlInsertAttempts = `INSERT INTO attempts (id, ts, registration_id, doc) VALUES `
+	sqlAttemptInsert  = sqlInsertAttempts + `($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`
 
 	sqlAttempts = `SELECT doc FROM attempts WHERE registration_id = $1
 ORDER BY ts DESC, id DESC LIMIT $2`
