@@ -47,10 +47,7 @@ func (w *StreamWaker) Notify(stream string) {
 func (w *StreamWaker) All() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for stream, ch := range w.chans {
-		close(ch)
-		delete(w.chans, stream)
-	}
+	w.wakeAllLocked()
 }
 
 // Close wakes every reader, now and from then on.
@@ -58,6 +55,11 @@ func (w *StreamWaker) Close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+	w.wakeAllLocked()
+}
+
+// wakeAllLocked closes and forgets every channel; w.mu is held.
+func (w *StreamWaker) wakeAllLocked() {
 	for stream, ch := range w.chans {
 		close(ch)
 		delete(w.chans, stream)
