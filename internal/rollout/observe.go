@@ -61,11 +61,7 @@ func (o *ObservedDocs) Delete(ctx context.Context, kind store.Kind, id string, i
 // the engine about every record in it.
 func (o *ObservedDocs) ApplyWithAttempt(ctx context.Context, writes []store.Write, a store.Attempt) ([]store.Record, error) {
 	out, err := o.Docs.ApplyWithAttempt(ctx, writes, a)
-	if err == nil {
-		for _, w := range writes {
-			o.note(w.Record)
-		}
-	}
+	o.noteApplied(writes, err)
 	return out, err
 }
 
@@ -73,10 +69,17 @@ func (o *ObservedDocs) ApplyWithAttempt(ctx context.Context, writes []store.Writ
 // record in it.
 func (o *ObservedDocs) Apply(ctx context.Context, writes []store.Write) ([]store.Record, error) {
 	out, err := o.Docs.Apply(ctx, writes)
-	if err == nil {
-		for _, w := range writes {
-			o.note(w.Record)
-		}
-	}
+	o.noteApplied(writes, err)
 	return out, err
+}
+
+// noteApplied tells the engine about every record of a batch that was
+// applied (err nil).
+func (o *ObservedDocs) noteApplied(writes []store.Write, err error) {
+	if err != nil {
+		return
+	}
+	for _, w := range writes {
+		o.note(w.Record)
+	}
 }
