@@ -59,6 +59,10 @@ func ValidateWrite(w Write) error {
 	if len(rec.Doc) == 0 {
 		return errors.New("doc is empty")
 	}
+	if validDoc(rec.Doc) {
+		return nil
+	}
+	// Refused: the separate checks name the cause.
 	if !utf8.Valid(rec.Doc) {
 		return errors.New("doc is not valid UTF-8")
 	}
@@ -68,7 +72,7 @@ func ValidateWrite(w Write) error {
 	if JSONDepth(rec.Doc) > MaxDocDepth {
 		return fmt.Errorf("doc nests arrays and objects deeper than %d levels", MaxDocDepth)
 	}
-	return nil
+	return errors.New("doc is not valid JSON")
 }
 
 // ValidateWrites runs ValidateWrite on each write of a batch; the first
