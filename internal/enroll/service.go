@@ -276,7 +276,7 @@ func (s *Service) putGroup(ctx context.Context, g *EnrollmentGroup, c store.Cond
 	if g == nil {
 		return nil, Invalid("body", "an enrollment group is required")
 	}
-	if !groupIDPattern.MatchString(g.EnrollmentGroupID) {
+	if !ValidRegistrationID(g.EnrollmentGroupID) {
 		return nil, Invalid("enrollmentGroupId", "%q must be 1-128 characters of letters, digits and - . _ :, ending with a letter, digit or -", g.EnrollmentGroupID)
 	}
 	prev, err := s.getGroupRaw(ctx, g.EnrollmentGroupID)

@@ -15,18 +15,34 @@ import (
 
 var (
 	// registrationIDPattern: up to 128 chars of alphanumerics and - . _ :,
-	// the last one alphanumeric or '-' (DPS rules).
+	// the last one alphanumeric or '-' (DPS rules). It states the rule;
+	// ValidRegistrationID checks it, and a fuzz test keeps the two agreed.
 	registrationIDPattern = regexp.MustCompile(`^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$`)
 	// deviceIDPattern is the hub's device ID rule.
 	deviceIDPattern = regexp.MustCompile(`^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$`)
-	// groupIDPattern: enrollment group IDs follow the registration ID rule.
-	groupIDPattern = registrationIDPattern
 	// hostNamePattern is a hub host name (optionally with a port).
 	hostNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_\-.]+(:[0-9]{1,5})?$`)
 )
 
-// ValidRegistrationID reports whether id is a valid registration ID.
-func ValidRegistrationID(id string) bool { return registrationIDPattern.MatchString(id) }
+// ValidRegistrationID reports whether id is a valid registration ID (or
+// enrollment group ID, which follows the same rule): what
+// registrationIDPattern matches, checked without the regexp engine, since
+// every registration and poll checks it.
+func ValidRegistrationID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-':
+		case (c == '.' || c == '_' || c == ':') && i < len(id)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ValidDeviceID reports whether id is a valid hub device ID.
 func ValidDeviceID(id string) bool { return deviceIDPattern.MatchString(id) }
