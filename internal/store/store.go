@@ -163,11 +163,8 @@ type Attempt struct {
 
 // Attempts is the bounded attempt log.
 type Attempts interface {
-	// AppendAttempt records an attempt. The backend keeps its configured
-	// number of attempts overall, dropping the oldest; a backend whose
-	// appenders do not wait for each other may hold a bounded number more
-	// while appends overlap (storetest's AttemptSlacker), until the next
-	// append that meets no other.
+	// AppendAttempt records an attempt. The backend keeps at most its
+	// configured number of attempts overall, dropping the oldest.
 	AppendAttempt(ctx context.Context, a Attempt) error
 	// Attempts returns the newest attempts for a registration ID (lower-cased),
 	// newest first, at most limit (0: 100). An empty ID returns the newest overall.

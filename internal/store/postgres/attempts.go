@@ -162,7 +162,7 @@ func (s *Store) initAttempts(ctx context.Context) error {
 			if _, err := tx.Exec(ctx, sqlAttemptCountLock); err != nil {
 				return err
 			}
-			return tx.QueryRow(ctx, sqlAttemptTally, 0, s.opts.AttemptLimit, trimChunk, s.shard(tx.Conn())).Scan(&count, &n)
+			return tx.QueryRow(ctx, sqlAttemptCountAdd, 0, s.opts.AttemptLimit, trimChunk).Scan(&count, &n)
 		})
 		if err != nil {
 			return fmt.Errorf("trim attempt log to %d: %w", s.opts.AttemptLimit, err)

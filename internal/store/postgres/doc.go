@@ -35,17 +35,11 @@
 //
 // # Attempt log
 //
-// The attempt log keeps [Options.AttemptLimit] attempts: the count lives in
-// one row (attempt_count). A transaction that appended attempts tries, last
-// before its COMMIT, to lock that row without waiting. When it gets the
-// row, it folds in the counts others parked, adds its own, and trims the
-// oldest attempts beyond the bound. When another transaction holds the row,
-// it parks its count in its connection's row of attempt_shards and commits
-// at once. So no appender waits for another's commit, on any writer or
-// instance (one locked row used to serialise every registration's commit
-// fleet-wide). The count row plus the parked counts is always exact; the
-// bound is exact whenever appenders do not overlap, and otherwise exceeded
-// by the parked attempts until the next transaction that takes the row.
+// The attempt log keeps at most [Options.AttemptLimit] attempts: the count
+// lives in one row (attempt_count), which a transaction that appended
+// attempts locks last, trims the oldest attempts beyond the bound and
+// updates, right before it commits. The lock serialises only that final
+// step, and makes the bound exact across instances.
 //
 // # Streams
 //

@@ -47,10 +47,8 @@ type Options struct {
 	// discards them.
 	Logger *slog.Logger
 	// AttemptLimit is how many attempts the log keeps (the oldest are
-	// dropped; while appenders overlap, the log may exceed it by their
-	// attempts until the next trim, see the package doc); 0 means
-	// DefaultAttemptLimit. Instances sharing a database should use the same
-	// limit: each trims to its own.
+	// dropped); 0 means DefaultAttemptLimit. Instances sharing a database
+	// should use the same limit: each trims to its own.
 	AttemptLimit int
 	// MaxBatch caps how many write requests share one transaction; 0 means
 	// DefaultMaxBatch.
@@ -283,13 +281,6 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // AttemptLimit returns how many attempts the log keeps.
 func (s *Store) AttemptLimit() int { return s.opts.AttemptLimit }
-
-// AttemptSlack returns how many attempts more than AttemptLimit this
-// store's own appends can leave in the log while they overlap: the
-// attempts of one batch per writer, whose counts may be parked until the
-// next append that takes the count row (other instances on the database
-// add theirs).
-func (s *Store) AttemptSlack() int { return s.opts.Writers * s.opts.MaxBatch }
 
 // Stats returns the writers' cumulative counters.
 func (s *Store) Stats() Stats {

@@ -74,52 +74,25 @@ ORDER BY ts DESC, id DESC LIMIT $2`
 
 	sqlAttemptsAll = `SELECT doc FROM attempts ORDER BY ts DESC, id DESC LIMIT $1`
 
-	// sqlAttemptCountLock waits for the transaction that holds the count
-	// row (startup only: the recount and trim of initAttempts).
+	// sqlAttemptCountLock waits for the other transactions that appended
+	// attempts to commit; the statement after it then sees all of their
+	// attempts (READ COMMITTED takes a snapshot per statement).
 	sqlAttemptCountLock = `SELECT n FROM attempt_count WHERE one FOR UPDATE`
 
-	// sqlAttemptTally closes a transaction that appended $1 attempts
-	// (migration 00002). It locks the count row if no other transaction
-	// holds it; then it folds the parked counts it can lock into the row,
-	// adds $1, drops the oldest attempts beyond the limit $2 (at most $3 of
-	// them) and returns the new count and how many it dropped. If another
-	// transaction holds the row, it parks $1 in shard $4 instead (the
-	// connection's own row, so no other open transaction holds it) and
-	// returns no row (data-modifying CTEs run whether or not the outer
-	// statement reads them). Either way it never waits for another
-	// appender. The gates on lk are uncorrelated, so the planner evaluates them once and
-	// locks no shard row unless the count row was taken. LIMIT gets 0, not
-	// NULL, when the row was not taken.
-	sqlAttemptTally = `WITH lk AS (
-  SELECT n FROM attempt_count WHERE one FOR UPDATE SKIP LOCKED),
-parked AS (
-  INSERT INTO attempt_shards AS sh (shard, n)
-  SELECT CAST($4 AS TEXT), CAST($1 AS BIGINT) WHERE NOT EXISTS (SELECT 1 FROM lk)
-  ON CONFLICT (shard) DO UPDATE SET n = sh.n + excluded.n
-  RETURNING 1),
-folded AS (
-  DELETE FROM attempt_shards WHERE shard IN (
-    SELECT shard FROM attempt_shards WHERE EXISTS (SELECT 1 FROM lk) FOR UPDATE SKIP LOCKED)
-  RETURNING n),
-total AS (
-  SELECT lk.n + CAST($1 AS BIGINT) + (SELECT COALESCE(SUM(n), 0) FROM folded) AS n FROM lk),
-gone AS (
+	// sqlAttemptCountAdd adds $1 appended attempts to the count and drops
+	// the oldest attempts beyond the limit $2, at most $3 of them. It
+	// returns the new count and how many it dropped.
+	sqlAttemptCountAdd = `WITH gone AS (
   DELETE FROM attempts WHERE id IN (
     SELECT id FROM attempts ORDER BY ts, id
-    LIMIT COALESCE((SELECT LEAST(GREATEST(n - CAST($2 AS BIGINT), 0), CAST($3 AS BIGINT)) FROM total), 0))
+    LIMIT (SELECT LEAST(GREATEST(n + CAST($1 AS BIGINT) - CAST($2 AS BIGINT), 0), CAST($3 AS BIGINT)) FROM attempt_count WHERE one))
   RETURNING 1)
-UPDATE attempt_count SET n = (SELECT n FROM total) - (SELECT COUNT(*) FROM gone)
-WHERE one AND EXISTS (SELECT 1 FROM lk)
+UPDATE attempt_count SET n = n + CAST($1 AS BIGINT) - (SELECT COUNT(*) FROM gone) WHERE one
 RETURNING n, (SELECT COUNT(*) FROM gone)`
 
 	// sqlAttemptRecount sets the count from the table (at startup: the
-	// count heals if someone deleted attempts by hand) and returns the
-	// table's size.
-	// The parked counts stay where they are: count row plus parked counts
-	// is the table's size, as one snapshot sees both.
-	sqlAttemptRecount = `UPDATE attempt_count
-SET n = (SELECT COUNT(*) FROM attempts) - (SELECT COALESCE(SUM(n), 0) FROM attempt_shards) WHERE one
-RETURNING (SELECT COUNT(*) FROM attempts)`
+	// count heals if someone deleted attempts by hand).
+	sqlAttemptRecount = `UPDATE attempt_count SET n = (SELECT COUNT(*) FROM attempts) WHERE one RETURNING n`
 )
 
 // Streams.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -224,7 +223,7 @@ func (s *Store) fast(ctx context.Context, conn *pgx.Conn, batch []*request) ([]o
 	for _, r := range batch {
 		r.op.queue(b, s.tick())
 	}
-	post := s.queueEnd(b, conn, batch)
+	post := s.queueEnd(b, batch)
 
 	br := conn.SendBatch(ctx, b)
 	if err := execN(br, pre); err != nil {
@@ -298,7 +297,7 @@ func (s *Store) slowChunk(ctx context.Context, conn *pgx.Conn, chunk []*request)
 	for _, q := range end {
 		b.Queue(q)
 	}
-	post := len(end) + s.queueEnd(b, conn, ok)
+	post := len(end) + s.queueEnd(b, ok)
 	br := conn.SendBatch(ctx, b)
 	err := execN(br, post)
 	if closeErr := br.Close(); err == nil {
@@ -336,12 +335,11 @@ func queueLocks(b *pgx.Batch, batch []*request) int {
 	return n
 }
 
-// queueEnd queues the statements that close a transaction on conn before
-// its COMMIT, for the requests that succeeded: the attempt count and trim
-// (or the count parked in the connection's shard, see sqlAttemptTally),
-// and a notification per stream appended to. It returns how many
-// statements it queued.
-func (s *Store) queueEnd(b *pgx.Batch, conn *pgx.Conn, succeeded []*request) int {
+// queueEnd queues the statements that close a transaction before its
+// COMMIT, for the requests that succeeded: the attempt count and trim, and
+// a notification per stream appended to. It returns how many statements it
+// queued.
+func (s *Store) queueEnd(b *pgx.Batch, succeeded []*request) int {
 	appended := 0
 	var streams []string
 	for _, r := range succeeded {
@@ -353,8 +351,9 @@ func (s *Store) queueEnd(b *pgx.Batch, conn *pgx.Conn, succeeded []*request) int
 	}
 	n := 0
 	if appended > 0 {
-		b.Queue(sqlAttemptTally, appended, s.opts.AttemptLimit, trimChunk, s.shard(conn))
-		n++
+		b.Queue(sqlAttemptCountLock)
+		b.Queue(sqlAttemptCountAdd, appended, s.opts.AttemptLimit, trimChunk)
+		n += 2
 	}
 	if !s.opts.NoNotify {
 		for _, stream := range streams {
@@ -363,12 +362,6 @@ func (s *Store) queueEnd(b *pgx.Batch, conn *pgx.Conn, succeeded []*request) int
 		}
 	}
 	return n
-}
-
-// shard names conn's row in attempt_shards: one open transaction per
-// connection, so no other appender holds it.
-func (s *Store) shard(conn *pgx.Conn) string {
-	return s.instance + "-" + strconv.FormatUint(uint64(conn.PgConn().PID()), 10)
 }
 
 // execN reads the results of the next n statements of a pipeline, all of

@@ -44,15 +44,6 @@ type AttemptLimiter interface {
 	AttemptLimit() int
 }
 
-// AttemptSlacker is the optional interface of a store whose log may hold
-// up to AttemptSlack attempts more than its limit while appends overlap
-// (appenders that do not wait for each other's commits), until the next
-// append that meets no other trims it. A store without it keeps the bound
-// exactly.
-type AttemptSlacker interface {
-	AttemptSlack() int
-}
-
 // Run runs the conformance suite. open must return a new, empty store for
 // each call and register its cleanup with t.Cleanup; the cleanup must
 // tolerate a store the suite has already closed. Each subtest gets its own
@@ -1097,19 +1088,14 @@ func testAttemptsBounded(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatalf("Attempts: %v", err)
 	}
-	slack := 0
-	if sl, ok := s.(AttemptSlacker); ok {
-		slack = sl.AttemptSlack()
-	}
-	if len(got) < bound || len(got) > bound+slack {
-		t.Fatalf("log holds %d attempts after %d appends; want the bound %d (plus at most %d while appends overlap)", len(got), n, bound, slack)
-	}
-	if diff := cmp.Diff(newestFirst(all)[:len(got)], got); diff != "" {
-		t.Errorf("kept attempts are not the newest (-want +got):\n%s", diff)
-	}
 	want := newestFirst(all)[:bound]
-	// One more append, alone, leaves exactly the newest bound: it drops
-	// the oldest kept one (and any slack).
+	if len(got) != bound {
+		t.Fatalf("log holds %d attempts after %d appends; want the bound %d", len(got), n, bound)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("kept attempts (-want +got):\n%s", diff)
+	}
+	// One more append drops exactly the oldest kept one.
 	extra := attempt(n, "bound-extra")
 	appendAll(t, s, []store.Attempt{extra})
 	got, err = s.Attempts(t.Context(), "", n)
