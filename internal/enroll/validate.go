@@ -14,10 +14,6 @@ import (
 )
 
 var (
-	// registrationIDPattern: up to 128 chars of alphanumerics and - . _ :,
-	// the last one alphanumeric or '-' (DPS rules). It states the rule;
-	// ValidRegistrationID checks it, and a fuzz test keeps the two agreed.
-	registrationIDPattern = regexp.MustCompile(`^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$`)
 	// deviceIDPattern is the hub's device ID rule.
 	deviceIDPattern = regexp.MustCompile(`^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$`)
 	// hostNamePattern is a hub host name (optionally with a port).
@@ -25,9 +21,10 @@ var (
 )
 
 // ValidRegistrationID reports whether id is a valid registration ID (or
-// enrollment group ID, which follows the same rule): what
-// registrationIDPattern matches, checked without the regexp engine, since
-// every registration and poll checks it.
+// enrollment group ID, which follows the same rule): 1 to 128 characters,
+// alphanumerics and - . _ :, the last one alphanumeric or '-' (DPS rules).
+// It is a byte loop, not a regexp, since every registration and poll
+// checks it; a fuzz test keeps it agreed with the rule's pattern.
 func ValidRegistrationID(id string) bool {
 	if len(id) == 0 || len(id) > 128 {
 		return false

@@ -1,9 +1,14 @@
 package enroll
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
+
+// registrationIDPattern states the DPS registration ID rule that
+// ValidRegistrationID checks.
+var registrationIDPattern = regexp.MustCompile(`^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$`)
 
 var registrationIDSeeds = []string{
 	"", "a", "-", ".", "a.", "a-", "a.b", "a_b:c-d", "A9", "dev:", "dev_", "é", "a b", "a/b",
