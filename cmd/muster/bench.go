@@ -281,6 +281,16 @@ func benchTable(w io.Writer, rep *bench.Report) {
 		fmt.Fprintf(w, "CPU of the bench, %s:\t%s\n", m.Mode, line)
 	}
 	for _, m := range rep.Modes {
+		if m.Window.MachineCPUBusyPercent == 0 {
+			continue
+		}
+		line := fmt.Sprintf("%.0f%% in the registrations' window", m.Window.MachineCPUBusyPercent)
+		if ce := m.Ceiling; ce != nil && ce.Window.MachineCPUBusyPercent > 0 {
+			line += fmt.Sprintf(", %.0f%% in the ceiling's", ce.Window.MachineCPUBusyPercent)
+		}
+		fmt.Fprintf(w, "Machine CPU busy, %s:\t%s (below ~95%%: the load did not saturate the CPUs)\n", m.Mode, line)
+	}
+	for _, m := range rep.Modes {
 		benchErrors(w, m.Mode+" registrations", m.ErrorsByKind, m.ErrorSamples)
 		if m.Ceiling != nil {
 			benchErrors(w, m.Mode+" "+m.Ceiling.Name, m.Ceiling.ErrorsByKind, m.Ceiling.ErrorSamples)

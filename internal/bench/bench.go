@@ -245,6 +245,10 @@ type WindowReport struct {
 	Failed        int       `json:"failed"`
 	RatePerSecond float64   `json:"ratePerSecond"`
 	LatencyMs     LatencyMs `json:"latencyMs"`
+	// MachineCPUBusyPercent is how busy the whole machine's CPUs were in
+	// the window (every process); absent where the platform does not
+	// report it. Well below 100 the run was not CPU-bound.
+	MachineCPUBusyPercent float64 `json:"machineCPUBusyPercent,omitempty"`
 }
 
 // LatencyMs is a latency Summary in milliseconds.
@@ -262,10 +266,14 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func windowReport(w Window) WindowReport {
 	l := w.Latency
-	return WindowReport{
+	r := WindowReport{
 		Seconds: w.Elapsed.Seconds(), Succeeded: w.Succeeded, Failed: w.Failed, RatePerSecond: w.Rate,
 		LatencyMs: LatencyMs{Count: l.Count, Min: ms(l.Min), Mean: ms(l.Mean), P50: ms(l.P50), P90: ms(l.P90), P99: ms(l.P99), Max: ms(l.Max)},
 	}
+	if w.MachineBusy >= 0 {
+		r.MachineCPUBusyPercent = w.MachineBusy * 100
+	}
+	return r
 }
 
 // Run runs the configured modes against srv, each followed by its ceiling,

@@ -112,6 +112,11 @@ type Window struct {
 	// Latency summarises the durations of the successful operations that
 	// finished in the window.
 	Latency Summary
+	// MachineBusy is the share of the whole machine's CPU time (every
+	// process, all CPUs) that was busy during the window, from 0 to 1; -1
+	// where the platform does not report it. Below about 0.95 the run was
+	// not CPU-bound: the operations waited for something else.
+	MachineBusy float64
 }
 
 // worker is one worker's private tally, merged after the run.
@@ -188,6 +193,8 @@ func (l Load) Run(ctx context.Context, op Op) (*Result, error) {
 		})
 	}
 	done := make(chan struct{})
+	machineBusy := make(chan float64, 1)
+	go func() { machineBusy <- windowCPU(winStart, deadline, done) }()
 	var progressDone sync.WaitGroup
 	if l.Progress != nil {
 		interval := l.ProgressInterval
@@ -226,6 +233,7 @@ func (l Load) Run(ctx context.Context, op Op) (*Result, error) {
 	cpu1, _ := processCPU()
 	close(done)
 	progressDone.Wait()
+	busy := <-machineBusy
 
 	res := &Result{Started: int(min(next.Load(), int64(l.Ops))), Errors: map[string]int{}, ErrorSamples: map[string]string{}}
 	if cpuOK {
@@ -256,8 +264,36 @@ func (l Load) Run(ctx context.Context, op Op) (*Result, error) {
 		res.Window.Rate = float64(res.Window.Succeeded) / res.Window.Elapsed.Seconds()
 	}
 	res.Window.Latency = Summarize(lat)
+	res.Window.MachineBusy = busy
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("load interrupted: %w", err)
 	}
 	return res, nil
+}
+
+// windowCPU samples the machine's CPU counters when the window opens and
+// when it closes (at end, or earlier when done is closed because the
+// operations ran out) and returns the busy share in between, or -1.
+func windowCPU(start, end time.Time, done <-chan struct{}) float64 {
+	t := time.NewTimer(time.Until(start))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
+		return -1 // over before the window opened
+	}
+	a, ok := machineCPU()
+	if !ok {
+		return -1
+	}
+	t.Reset(time.Until(end))
+	select {
+	case <-t.C:
+	case <-done:
+	}
+	b, ok := machineCPU()
+	if !ok {
+		return -1
+	}
+	return busyFraction(a, b)
 }

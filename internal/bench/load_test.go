@@ -137,6 +137,26 @@ func TestLoadRunWindow(t *testing.T) {
 	}
 }
 
+// TestLoadRunMachineBusy: on Linux the window reports the machine's CPU
+// use, and operations that keep a CPU busy show up in it.
+func TestLoadRunMachineBusy(t *testing.T) {
+	if _, ok := machineCPU(); !ok {
+		t.Skip("this platform does not report machine-wide CPU time")
+	}
+	l := Load{Concurrency: 2, Ops: MaxOps, Warmup: 10 * time.Millisecond, Duration: 300 * time.Millisecond}
+	res, err := l.Run(context.Background(), func(context.Context, int) error {
+		for end := time.Now().Add(time.Millisecond); time.Now().Before(end); {
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if b := res.Window.MachineBusy; b <= 0 || b > 1 {
+		t.Fatalf("machine busy %v in a window of spinning operations, want in (0, 1]", b)
+	}
+}
+
 // TestLoadRunOpsEndDuringWarmup: when the operations run out before the
 // window opens, the window is empty.
 func TestLoadRunOpsEndDuringWarmup(t *testing.T) {
@@ -145,7 +165,7 @@ func TestLoadRunOpsEndDuringWarmup(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if diff := cmp.Diff(Window{}, res.Window); diff != "" {
+	if diff := cmp.Diff(Window{MachineBusy: -1}, res.Window); diff != "" {
 		t.Errorf("window (-want +got):\n%s", diff)
 	}
 	if res.Succeeded != 4 {
