@@ -35,7 +35,7 @@ func parseProcStat(b []byte) (cpuTicks, bool) {
 			break
 		}
 		v, err := strconv.ParseUint(string(f), 10, 64)
-		if err != nil {
+		if err != nil || t.total+v < t.total { // not a number, or a sum past 2^64
 			return cpuTicks{}, false
 		}
 		t.total += v

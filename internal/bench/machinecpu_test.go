@@ -18,9 +18,11 @@ func TestParseProcStat(t *testing.T) {
 	if got != want {
 		t.Fatalf("parseProcStat = %+v, want %+v (guest time excluded, idle and iowait idle)", got, want)
 	}
-	// A line without the idle and iowait counters, another line first or a
-	// counter that is not a number is refused.
-	for _, bad := range []string{"", "cpu 1 2 3\n", "cpu0 1 2 3 4 5\n", "cpu 1 2 x 4 5\n", "intr 1 2 3 4 5\n"} {
+	// A line without the idle and iowait counters, another line first, a
+	// counter that is not a number or counters whose sum overflows are
+	// refused.
+	for _, bad := range []string{"", "cpu 1 2 3\n", "cpu0 1 2 3 4 5\n", "cpu 1 2 x 4 5\n", "intr 1 2 3 4 5\n",
+		"cpu 18446744073709551615 1 2 3 4\n"} {
 		if _, ok := parseProcStat([]byte(bad)); ok {
 			t.Errorf("parseProcStat(%q) accepted it", bad)
 		}
@@ -54,12 +56,8 @@ func FuzzParseProcStat(f *testing.F) {
 	f.Add([]byte("cpu 18446744073709551615 1 2 3 4 5 6 7 8 9 10\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, ok := parseProcStat(b)
-		if !ok {
-			return
-		}
-		if got.busy > got.total {
-			// Only an overflowing sum can do this; it must not be a panic.
-			t.Logf("busy %d above total %d (counter overflow)", got.busy, got.total)
+		if ok && got.busy > got.total {
+			t.Fatalf("parseProcStat(%q) = busy %d above total %d", b, got.busy, got.total)
 		}
 	})
 }
