@@ -157,6 +157,9 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 		IDScope: inst.IDScope, Docs: docs, Attempts: st, Enrollments: enrollments, Hubs: hubs,
 		Allocator: webhook.New(webhookHTTP), Logger: log.With("component", "provision"), Now: now,
 		WebhookTimeout: cfg.WebhookTimeout.Duration,
+		// Only an instance that owns its store may answer a registration
+		// before its commit: a poll cannot reach another instance.
+		AnswerBeforeCommit: sharedChanges(st) == nil,
 	})
 	if err != nil {
 		return err
@@ -286,6 +289,11 @@ func serve(ctx context.Context, cfg config.Server, stdout, stderr io.Writer, rea
 		return err
 	})
 	err = g.Wait()
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if derr := prov.Drain(dctx); derr != nil {
+		log.Error("stop", "err", derr)
+	}
 	log.Info("stopped")
 	return err
 }

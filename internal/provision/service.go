@@ -35,6 +35,19 @@ type Options struct {
 	WebhookTimeout time.Duration
 	// ClockSkew tolerated on tokens and certificates (default 5m).
 	ClockSkew time.Duration
+	// AnswerBeforeCommit answers a register request (202, assigning) as
+	// soon as the assignment's writes are handed to the store, and lets
+	// the commit finish in the background. The device's poll waits for
+	// the commit (up to PollWait) and only then reports assigned, so an
+	// acknowledged assignment is still durable; the device's poll
+	// round trip overlaps the commit instead of following it. Only for a
+	// store that this one instance owns (the embedded SQLite): a poll that
+	// reached another instance before the commit would find no operation.
+	// Call Drain before closing the store.
+	AnswerBeforeCommit bool
+	// PollWait bounds how long a poll waits for a background commit
+	// before it answers assigning again (default 5s).
+	PollWait time.Duration
 }
 
 // A device's poll with the credential it just registered with skips
@@ -58,6 +71,7 @@ type Service struct {
 	order     []string             // host names in configuration order
 	proofs    *proofs
 	finished  *finished
+	inflight  *inflight
 }
 
 // New returns a provisioning service.
@@ -80,8 +94,11 @@ func New(o Options) (*Service, error) {
 	if o.ClockSkew == 0 {
 		o.ClockSkew = 5 * time.Minute
 	}
+	if o.PollWait == 0 {
+		o.PollWait = 5 * time.Second
+	}
 	s := &Service{o: o, hubs: map[string]LinkedHub{}, proofs: newProofs(proofCacheSize, proofTTL),
-		finished: newFinished(finishedCacheSize, finishedTTL)}
+		finished: newFinished(finishedCacheSize, finishedTTL), inflight: newInflight()}
 	for _, h := range o.Hubs {
 		if h.Weight <= 0 {
 			h.Weight = 1
@@ -107,6 +124,16 @@ func (s *Service) LinkedHubNames() []string { return append([]string(nil), s.ord
 
 // IDScope returns the service's ID scope.
 func (s *Service) IDScope() string { return s.o.IDScope }
+
+// Drain waits until the commits of every registration already answered
+// have finished (see Options.AnswerBeforeCommit), or until ctx ends. Call
+// it after the listeners stopped and before the store is closed.
+func (s *Service) Drain(ctx context.Context) error {
+	if err := s.inflight.drain(ctx); err != nil {
+		return fmt.Errorf("provision: registrations still committing: %w", err)
+	}
+	return nil
+}
 
 // attempt is the attempt being recorded for one request.
 type attempt struct {
@@ -206,18 +233,26 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*Operation
 	a := s.newAttempt(&req)
 	m, err := s.authenticate(ctx, &req, a)
 	var d *attest.Denial
-	if errors.As(err, &d) && d.Reason == attest.ReasonEnrollmentDisabled {
+	disabled := errors.As(err, &d) && d.Reason == attest.ReasonEnrollmentDisabled
+	if err != nil && !disabled {
+		return nil, err
+	}
+	// A previous registration of this ID still committing is waited for,
+	// so that the reprovision policy sees the record it writes.
+	if err := s.inflight.settle(ctx, enroll.Key(req.RegistrationID)); err != nil {
+		return nil, err
+	}
+	if disabled {
 		return s.disabled(ctx, &req, a, d)
 	}
-	if err != nil {
-		return nil, err
-	}
 	s.proofs.remember(&req, s.o.Now())
-	reg, err := s.assign(ctx, &req, m, a)
+	reg, deferred, err := s.assign(ctx, &req, m, a)
 	if err != nil {
 		return nil, err
 	}
-	s.finished.remember(reg, s.o.Now())
+	if !deferred {
+		s.finished.remember(reg, s.o.Now())
+	}
 	return &OperationStatus{OperationID: reg.OperationID, Status: StatusAssigning,
 		RegistrationState: &DeviceRegistrationResult{RegistrationID: reg.RegistrationID, Status: StatusAssigning}}, nil
 }
@@ -290,7 +325,9 @@ func (s *Service) saveRegistration(ctx context.Context, r *enroll.Registration, 
 }
 
 // assign allocates a hub, sets up the identity there and stores the record.
-func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Match, a *attempt) (*enroll.Registration, error) {
+// It reports whether the final commit was left running in the background
+// (Options.AnswerBeforeCommit), in which case its polls learn the outcome.
+func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Match, a *attempt) (*enroll.Registration, bool, error) {
 	now := s.o.Now().UTC()
 	deviceID := req.RegistrationID
 	groupID, groupKey := "", ""
@@ -306,7 +343,7 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 	}
 	prev, _, err := s.loadRegistration(ctx, req.RegistrationID)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	reg := &enroll.Registration{RegistrationID: req.RegistrationID, Created: now}
 	if prev != nil {
@@ -320,13 +357,13 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 	}
 	wasAssigned := prev != nil && prev.Status == StatusAssigned && prev.AssignedHub != ""
 
-	fail := func(code int, msg string, reason attest.Reason, hint string) (*enroll.Registration, error) {
+	fail := func(code int, msg string, reason attest.Reason, hint string) (*enroll.Registration, bool, error) {
 		reg.Status, reg.ErrorCode, reg.ErrorMessage, reg.AssignedHub, reg.Substatus = StatusFailed, code, msg, "", ""
 		a.Outcome, a.Reason, a.Hint = StatusFailed, string(reason), hint
 		if err := s.saveRegistration(ctx, reg, groupKey, a); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return reg, nil
+		return reg, false, nil
 	}
 
 	var (
@@ -382,7 +419,7 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 			if old, ok := s.hubs[strings.ToLower(prev.AssignedHub)]; ok {
 				t, err := old.Hub.DeviceTwin(ctx, prev.DeviceID)
 				if err != nil {
-					return nil, fmt.Errorf("read twin of %s on %s to migrate: %w", prev.DeviceID, prev.AssignedHub, err)
+					return nil, false, fmt.Errorf("read twin of %s on %s to migrate: %w", prev.DeviceID, prev.AssignedHub, err)
 				}
 				if t != nil {
 					spec.Twin = t
@@ -415,24 +452,67 @@ func (s *Service) assign(ctx context.Context, req *RegisterRequest, m *attest.Ma
 	reg.Status, reg.AssignedHub, reg.Payload = StatusAssigned, hubName, payload
 	rw, err := registrationWrite(reg, groupKey)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// The attempt joins the same transaction: an assigned registration
 	// always has its attempt, and the device waits for one commit, not two.
 	a.Outcome = StatusAssigned
-	recs, err := s.o.Docs.ApplyWithAttempt(ctx, append(identity, rw), a.Attempt)
-	if err != nil {
-		return nil, fmt.Errorf("save registration %s: %w", reg.RegistrationID, err)
-	}
-	reg.ETag = recs[len(recs)-1].ETag
+	c := &commit{writes: append(identity, rw), attempt: a.Attempt, reg: reg}
 	if wasAssigned && !strings.EqualFold(prev.AssignedHub, hubName) {
-		if old, ok := s.hubs[strings.ToLower(prev.AssignedHub)]; ok {
-			if err := old.Hub.DeleteDevice(ctx, prev.DeviceID); err != nil {
-				s.o.Logger.Warn("remove moved device from its old hub", "hub", prev.AssignedHub, "deviceId", prev.DeviceID, "err", err)
+		c.movedFrom, c.movedDevice = prev.AssignedHub, prev.DeviceID
+	}
+	if s.o.AnswerBeforeCommit {
+		p := s.inflight.start(reg.RegistrationID, reg.OperationID)
+		go s.commitInBackground(context.WithoutCancel(ctx), c, p)
+		return reg, true, nil
+	}
+	if err := s.commit(ctx, c); err != nil {
+		return nil, false, err
+	}
+	return reg, false, nil
+}
+
+// commit is the final write of an assigned registration and what follows
+// it.
+type commit struct {
+	writes  []store.Write
+	attempt store.Attempt
+	reg     *enroll.Registration
+	// movedFrom names the hub the device leaves, whose identity movedDevice
+	// is removed once the new assignment is durable.
+	movedFrom, movedDevice string
+}
+
+// commit stores an assigned registration, then removes the device from
+// the hub it moved away from.
+func (s *Service) commit(ctx context.Context, c *commit) error {
+	recs, err := s.o.Docs.ApplyWithAttempt(ctx, c.writes, c.attempt)
+	if err != nil {
+		return fmt.Errorf("save registration %s: %w", c.reg.RegistrationID, err)
+	}
+	c.reg.ETag = recs[len(recs)-1].ETag
+	if c.movedFrom != "" {
+		if old, ok := s.hubs[strings.ToLower(c.movedFrom)]; ok {
+			if err := old.Hub.DeleteDevice(ctx, c.movedDevice); err != nil {
+				s.o.Logger.Warn("remove moved device from its old hub", "hub", c.movedFrom, "deviceId", c.movedDevice, "err", err)
 			}
 		}
 	}
-	return reg, nil
+	return nil
+}
+
+// commitInBackground runs commit for a registration already answered
+// "assigning", then publishes the outcome to its polls: the final answer,
+// or nothing when the commit failed (the poll is then told to retry the
+// registration and the failure is logged for the operator).
+func (s *Service) commitInBackground(ctx context.Context, c *commit, p *pending) {
+	if err := s.commit(ctx, c); err != nil {
+		s.o.Logger.Error("commit registration", "registrationId", c.reg.RegistrationID, "operationId", c.reg.OperationID, "err", err)
+		s.inflight.finish(p, nil)
+		return
+	}
+	s.finished.remember(c.reg, s.o.Now())
+	s.inflight.finish(p, deviceResult(c.reg))
 }
 
 func initialTwin(it *enroll.InitialTwin) *TwinState {
@@ -597,6 +677,12 @@ func (s *Service) OperationStatus(ctx context.Context, req OperationRequest) (*O
 		}
 		return &OperationStatus{OperationID: req.OperationID, Status: res.Status, RegistrationState: res}, nil
 	}
+	if p := s.inflight.operation(req.OperationID); p != nil && p.regKey == enroll.Key(req.RegistrationID) {
+		if err := s.authenticatePoll(ctx, &req.RegisterRequest); err != nil {
+			return nil, err
+		}
+		return s.awaitCommit(ctx, p)
+	}
 	reg, err := s.lookup(ctx, &req.RegisterRequest)
 	if err != nil {
 		return nil, err
@@ -606,6 +692,28 @@ func (s *Service) OperationStatus(ctx context.Context, req OperationRequest) (*O
 	}
 	res := deviceResult(reg)
 	return &OperationStatus{OperationID: reg.OperationID, Status: res.Status, RegistrationState: res}, nil
+}
+
+// awaitCommit answers the poll of an operation whose commit is under way:
+// its final state once committed, assigning again when the commit takes
+// longer than PollWait, and an internal error when it failed (the device
+// registers again; the cause is in the server log).
+func (s *Service) awaitCommit(ctx context.Context, p *pending) (*OperationStatus, error) {
+	t := time.NewTimer(s.o.PollWait)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		return &OperationStatus{OperationID: p.opID, Status: StatusAssigning,
+			RegistrationState: &DeviceRegistrationResult{RegistrationID: p.regID, Status: StatusAssigning}}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if p.res == nil {
+		return nil, ErrInternal
+	}
+	res := *p.res
+	return &OperationStatus{OperationID: p.opID, Status: res.Status, RegistrationState: &res}, nil
 }
 
 // RegistrationStatus is the registration status lookup.
@@ -624,6 +732,9 @@ func (s *Service) RegistrationStatus(ctx context.Context, req RegisterRequest) (
 // loads the record.
 func (s *Service) lookup(ctx context.Context, req *RegisterRequest) (*enroll.Registration, error) {
 	if err := s.authenticatePoll(ctx, req); err != nil {
+		return nil, err
+	}
+	if err := s.inflight.settle(ctx, enroll.Key(req.RegistrationID)); err != nil {
 		return nil, err
 	}
 	reg, _, err := s.loadRegistration(ctx, req.RegistrationID)
