@@ -328,3 +328,84 @@ func TestGetCancelled(t *testing.T) {
 		t.Errorf("Get with a cancelled context = %v; want context.Canceled", err)
 	}
 }
+
+// TestCommitDelayExecutesArrivals: requests that arrive while the writer
+// waits out its commit delay join the open transaction (the first ones are
+// already executed by then), and when one of them fails the whole grown
+// batch runs again isolated, so only that request fails and they still
+// share one commit.
+func TestCommitDelayExecutesArrivals(t *testing.T) {
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "x.db"), Options{AttemptLimit: 100, CommitDelay: time.Second})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	stale, err := s.Put(ctx, store.Record{Kind: store.KindDevice, ID: "x", Doc: json.RawMessage(`{"v":1}`)}, store.Cond{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The writer waits only after a batch of more than one request: submit
+	// pairs until two shared a commit.
+	for i := 0; ; i++ {
+		if i == 200 {
+			t.Fatal("no two concurrent requests shared a commit")
+		}
+		before := s.Stats()
+		errs := make(chan error, 2)
+		for j := range 2 {
+			go func() {
+				_, err := s.submit(ctx, docRequest(ctx, put(store.KindDevice, fmt.Sprintf("warm-%d-%d", i, j), store.Cond{})))
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st := s.Stats(); st.Batches-before.Batches == 1 {
+			break
+		}
+	}
+	before := s.Stats()
+	type outcome struct {
+		name string
+		err  error
+	}
+	out := make(chan outcome, 4)
+	send := func(name string, w store.Write) {
+		go func() {
+			_, err := s.submit(ctx, docRequest(ctx, w))
+			out <- outcome{name, err}
+		}()
+	}
+	send("first", put(store.KindDevice, "first", store.Cond{}))
+	time.Sleep(100 * time.Millisecond) // well inside the first one's commit delay
+	current, err := s.Get(ctx, store.KindDevice, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	send("update", store.Write{Record: store.Record{Kind: store.KindDevice, ID: "x", Doc: json.RawMessage(`{"v":2}`)}, Cond: store.Cond{IfMatch: current.ETag}})
+	send("later", put(store.KindDevice, "later", store.Cond{}))
+	// The failing request comes last (a failure ends the collection): by
+	// then the update has run, so x's etag is no longer stale's.
+	time.Sleep(50 * time.Millisecond)
+	send("stale", put(store.KindDevice, "x", store.Cond{IfMatch: stale.ETag}))
+	got := map[string]error{}
+	for range 4 {
+		o := <-out
+		got[o.name] = o.err
+	}
+	if got["first"] != nil || got["update"] != nil || got["later"] != nil || !errors.Is(got["stale"], store.ErrPrecondition) {
+		t.Fatalf("outcomes %v; want stale to fail with ErrPrecondition and the others to succeed", got)
+	}
+	for _, id := range []string{"first", "later"} {
+		if _, err := s.Get(ctx, store.KindDevice, id); err != nil {
+			t.Fatalf("Get %s: %v", id, err)
+		}
+	}
+	if st := s.Stats(); st.Batches-before.Batches != 1 || st.Requests-before.Requests != 4 {
+		t.Fatalf("%d batches for %d requests, want all four in one", st.Batches-before.Batches, st.Requests-before.Requests)
+	}
+}

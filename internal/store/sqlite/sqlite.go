@@ -4,10 +4,13 @@
 //
 // Every write (Put, Delete, Apply, AppendAttempt, AppendMessages,
 // TrimStream) is queued to one writer goroutine. It takes whatever is
-// queued when it becomes free (up to [Options.MaxBatch] requests; when
-// writers are concurrent it waits up to [Options.CommitDelay] for more), runs each
-// request inside its own SAVEPOINT of one IMMEDIATE transaction and commits
-// once, so a whole batch costs one fsync. A request is answered only after
+// queued when it becomes free (up to [Options.MaxBatch] requests), opens one
+// IMMEDIATE transaction and executes them; when writers are concurrent it
+// keeps the transaction open for up to [Options.CommitDelay], executing the
+// requests that arrive meanwhile as they come, then commits once, so a whole
+// batch costs one fsync and only the COMMIT is left when the delay ends. The
+// first pass runs without savepoints; if a request fails, the batch runs
+// again with each request inside its own SAVEPOINT, so only it fails. A request is answered only after
 // the COMMIT containing it succeeded: acknowledged means durable (with the
 // default synchronous=FULL). Reads go to a separate query-only connection
 // pool and see every acknowledged write (WAL mode).
@@ -79,12 +82,13 @@ type Options struct {
 	// MaxBatch caps how many write requests share one transaction; 0 means
 	// DefaultMaxBatch.
 	MaxBatch int
-	// CommitDelay is how long the writer waits for more requests before
-	// it commits a batch, when the previous batch showed concurrent
-	// writers (more than one request) and the queue is empty: like
-	// PostgreSQL's commit_delay, it trades that much latency for fewer,
-	// larger commits, each costing an fsync. 0 means DefaultCommitDelay;
-	// negative disables the wait.
+	// CommitDelay is how long the writer keeps a batch's transaction open
+	// for more requests before it commits, when the previous batch showed
+	// concurrent writers (more than one request): like PostgreSQL's
+	// commit_delay, it trades that much latency for fewer, larger commits,
+	// each costing an fsync. Requests that arrive meanwhile are executed
+	// at once, so the delay overlaps the batch's own work. 0 means
+	// DefaultCommitDelay; negative disables the wait.
 	CommitDelay time.Duration
 	// Synchronous is the SQLite synchronous mode: "FULL" (default: every
 	// acknowledged write survives power loss) or "NORMAL" (faster, but the
@@ -132,9 +136,10 @@ type Store struct {
 	stopped chan struct{} // closed when the writer goroutine has exited
 
 	// Owned by the writer goroutine.
-	attempts int       // rows in the attempts table
-	lastTick time.Time // last timestamp handed out, to keep them strictly increasing
-	merge    mergeRun  // the first pass's merge run, reused (merge.go)
+	attempts int        // rows in the attempts table
+	lastTick time.Time  // last timestamp handed out, to keep them strictly increasing
+	merge    mergeRun   // the first pass's merge run, reused (merge.go)
+	arrived  []*request // requests taken during a commit delay, reused (writer.go)
 
 	batches  atomic.Uint64
 	requests atomic.Uint64

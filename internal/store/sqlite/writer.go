@@ -97,14 +97,17 @@ func (s *Store) run() {
 	for r := range s.queue {
 		batch = append(batch[:0], r)
 		open := s.drain(&batch, nil)
+		var wait <-chan time.Time
 		if open && last > 1 && linger != nil && len(batch) < s.maxBatch {
-			// Concurrent writers: give them a moment to join this commit.
+			// Concurrent writers: give them a moment to join this
+			// commit, executing what has arrived meanwhile.
 			linger.Reset(s.commitDelay)
-			s.drain(&batch, linger.C)
+			wait = linger.C
+		}
+		last = s.collectAndCommit(batch, wait)
+		if linger != nil {
 			linger.Stop()
 		}
-		last = len(batch)
-		s.commitBatch(batch)
 		clear(batch)
 	}
 }
@@ -144,7 +147,13 @@ func (s *Store) drain(batch *[]*request, wait <-chan time.Time) bool {
 // ended, or that their caller abandoned, are answered with the context's
 // error and not executed.
 func (s *Store) commitBatch(queued []*request) {
-	batch := make([]*request, 0, len(queued))
+	s.collectAndCommit(queued, nil)
+}
+
+// take marks queued requests as taken by the writer and appends them to
+// batch; a request whose context has ended, or that its caller abandoned,
+// is answered with the context's error instead.
+func take(batch, queued []*request) []*request {
 	for _, r := range queued {
 		if err := r.ctx.Err(); err != nil || !r.state.CompareAndSwap(stateQueued, stateTaken) {
 			r.answer(nil, r.ctx.Err())
@@ -152,19 +161,74 @@ func (s *Store) commitBatch(queued []*request) {
 		}
 		batch = append(batch, r)
 	}
+	return batch
+}
+
+// collectAndCommit is commitBatch that, while wait has not fired, also
+// takes the requests that arrive into the same transaction: the first
+// pass executes what it has, then waits for more, so the commit delay
+// overlaps the batch's execution and only the COMMIT is left when it ends.
+// It returns how many requests the batch held.
+func (s *Store) collectAndCommit(queued []*request, wait <-chan time.Time) int {
+	batch := take(make([]*request, 0, max(len(queued), s.maxBatch)), queued)
+	more := func(batch []*request) []*request {
+		if wait == nil || len(batch) >= s.maxBatch {
+			return batch
+		}
+		for {
+			var r *request
+			var ok bool
+			select {
+			case r, ok = <-s.queue:
+			case <-wait:
+				wait = nil
+				return batch
+			}
+			if !ok { // closed: commit what there is
+				wait = nil
+				return batch
+			}
+			n := len(batch)
+			arrived := append(s.arrived[:0], r)
+			for len(batch)+len(arrived) < s.maxBatch {
+				select {
+				case r, ok := <-s.queue:
+					if ok {
+						arrived = append(arrived, r)
+						continue
+					}
+				default:
+				}
+				break
+			}
+			batch = take(batch, arrived)
+			clear(arrived)
+			s.arrived = arrived[:0]
+			if len(batch) > n {
+				return batch
+			}
+		}
+	}
+	if len(batch) == 0 && wait == nil {
+		return 0
+	}
 	if len(batch) == 0 {
-		return
+		if batch = more(batch); len(batch) == 0 {
+			return 0
+		}
 	}
 	ctx := context.Background() // requests' contexts never interrupt a shared transaction
 	// Requests almost always succeed, so the batch first runs without a
 	// savepoint per request (two statements each, and every page a
 	// savepoint changes is journaled). When a request fails, that pass is
 	// rolled back and the batch runs again with each request in its own
-	// savepoint, so only the failing requests fail.
-	if s.runBatch(ctx, batch, false) {
-		return
+	// savepoint, so only the failing requests fail; no more requests join
+	// it then.
+	batch, ok := s.runBatch(ctx, batch, false, more)
+	if !ok {
+		s.runBatch(ctx, batch, true, nil)
 	}
-	s.runBatch(ctx, batch, true)
+	return len(batch)
 }
 
 // runBatch runs the batch in one transaction and, unless it stops early,
@@ -172,7 +236,12 @@ func (s *Store) commitBatch(queued []*request) {
 // it stops at the first failing request: it rolls the transaction back,
 // answers nothing and returns false, so the caller can run the batch
 // isolated. Every other outcome answers all requests and returns true.
-func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) bool {
+//
+// With more set (first pass only), once the requests it has are executed
+// it asks more for further ones and executes those in the same
+// transaction, until more returns no new request. It returns the batch,
+// grown by what more returned.
+func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool, more func([]*request) []*request) ([]*request, bool) {
 	fail := func(err error) {
 		for _, r := range batch {
 			r.answer(nil, err)
@@ -183,7 +252,7 @@ func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) b
 		// next batch can begin; the error of this ROLLBACK says nothing new.
 		_, _ = s.wconn.ExecContext(ctx, sqlRollback)
 		fail(fmt.Errorf("begin write transaction: %w", err))
-		return true
+		return batch, true
 	}
 	rollback := func() error {
 		_, err := s.wconn.ExecContext(ctx, sqlRollback)
@@ -229,53 +298,67 @@ func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) b
 		}
 		return false
 	}
-	for i, r := range batch {
+	for i := 0; ; i++ {
+		if i == len(batch) {
+			if more == nil {
+				break
+			}
+			// Execute what is merged so far before waiting for more.
+			if err := flushRun(); err != nil {
+				return batch, failPass(err)
+			}
+			if batch = more(batch); i == len(batch) {
+				break
+			}
+			outcomes = append(outcomes, make([]outcome, len(batch)-len(outcomes))...)
+		}
+		r := batch[i]
 		r.rows, r.appended = 0, 0
 		if !isolated {
 			if mergeable(r) {
 				if !run.fits(r) {
 					if err := flushRun(); err != nil {
-						return failPass(err)
+						return batch, failPass(err)
 					}
 				}
 				s.addToRun(run, r, i)
 				continue
 			}
 			if err := flushRun(); err != nil {
-				return failPass(err)
+				return batch, failPass(err)
 			}
 			recs, err := s.execute(ctx, r)
 			if err != nil {
-				return failPass(err)
+				return batch, failPass(err)
 			}
 			outcomes[i] = outcome{recs, nil}
 			appended += r.appended
 			continue
 		}
 		if _, err := s.w.savepoint.ExecContext(ctx); err != nil {
-			return abort(fmt.Errorf("open request savepoint: %w", err))
+			return batch, abort(fmt.Errorf("open request savepoint: %w", err))
 		}
 		recs, err := s.execute(ctx, r)
 		if err != nil {
 			if _, rbErr := s.w.rollbackTo.ExecContext(ctx); rbErr != nil {
-				return abort(fmt.Errorf("roll back failed request (%v): %w", err, rbErr))
+				return batch, abort(fmt.Errorf("roll back failed request (%v): %w", err, rbErr))
 			}
 			r.rows, r.appended = 0, 0
 		}
 		if _, err := s.w.release.ExecContext(ctx); err != nil {
-			return abort(fmt.Errorf("release request savepoint: %w", err))
+			return batch, abort(fmt.Errorf("release request savepoint: %w", err))
 		}
 		outcomes[i] = outcome{recs, err}
 		appended += r.appended
 	}
 	if err := flushRun(); err != nil {
-		return failPass(err)
+		return batch, failPass(err)
 	}
 
 	trimmed := s.trimAttempts(ctx, appended)
 
 	if _, err := s.wconn.ExecContext(ctx, sqlCommit); err != nil {
-		return abort(fmt.Errorf("commit write transaction: %w", err))
+		return batch, abort(fmt.Errorf("commit write transaction: %w", err))
 	}
 	s.attempts += appended - trimmed
 	s.batches.Add(1)
@@ -291,7 +374,7 @@ func (s *Store) runBatch(ctx context.Context, batch []*request, isolated bool) b
 		}
 		r.answer(outcomes[i].recs, outcomes[i].err)
 	}
-	return true
+	return batch, true
 }
 
 // execute runs one request inside the open transaction.
