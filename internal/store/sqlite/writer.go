@@ -96,7 +96,7 @@ func (s *Store) run() {
 	last := 0 // size of the previous batch
 	for r := range s.queue {
 		batch = append(batch[:0], r)
-		open := s.drain(&batch, nil)
+		open := s.drain(&batch, s.maxBatch)
 		var wait <-chan time.Time
 		if open && last > 1 && linger != nil && len(batch) < s.maxBatch {
 			// Concurrent writers: give them a moment to join this
@@ -112,40 +112,27 @@ func (s *Store) run() {
 	}
 }
 
-// drain appends queued requests to batch up to maxBatch. With wait nil it
-// takes only what is queued; otherwise it also waits for requests until
-// wait fires. It reports false when the queue was closed.
-func (s *Store) drain(batch *[]*request, wait <-chan time.Time) bool {
-	for len(*batch) < s.maxBatch {
-		if wait == nil {
-			select {
-			case r, ok := <-s.queue:
-				if !ok {
-					return false
-				}
-				*batch = append(*batch, r)
-			default:
-				return true
-			}
-			continue
-		}
+// drain appends queued requests to batch, without waiting, until it holds
+// limit requests. It reports false when the queue was closed.
+func (s *Store) drain(batch *[]*request, limit int) bool {
+	for len(*batch) < limit {
 		select {
 		case r, ok := <-s.queue:
 			if !ok {
 				return false
 			}
 			*batch = append(*batch, r)
-		case <-wait:
+		default:
 			return true
 		}
 	}
 	return true
 }
 
-// commitBatch runs the requests in one transaction, each in its own
-// savepoint, commits once and answers them all. Requests whose context has
-// ended, or that their caller abandoned, are answered with the context's
-// error and not executed.
+// commitBatch runs the requests in one transaction (see runBatch), commits
+// once and answers them all. Requests whose context has ended, or that
+// their caller abandoned, are answered with the context's error and not
+// executed.
 func (s *Store) commitBatch(queued []*request) {
 	s.collectAndCommit(queued, nil)
 }
@@ -190,17 +177,7 @@ func (s *Store) collectAndCommit(queued []*request, wait <-chan time.Time) int {
 			}
 			n := len(batch)
 			arrived := append(s.arrived[:0], r)
-			for len(batch)+len(arrived) < s.maxBatch {
-				select {
-				case r, ok := <-s.queue:
-					if ok {
-						arrived = append(arrived, r)
-						continue
-					}
-				default:
-				}
-				break
-			}
+			s.drain(&arrived, s.maxBatch-len(batch))
 			batch = take(batch, arrived)
 			clear(arrived)
 			s.arrived = arrived[:0]
