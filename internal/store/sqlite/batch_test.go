@@ -78,7 +78,7 @@ func TestBatchIsolation(t *testing.T) {
 		batch[i] = tc.req
 	}
 	before := s.Stats()
-	s.commitBatch(batch)
+	s.commitBatch(batch, nil)
 
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestAbandonedRequestNotApplied(t *testing.T) {
 		t.Fatalf("fresh request not queued")
 	}
 	cancel()
-	s.commitBatch([]*request{r})
+	s.commitBatch([]*request{r}, nil)
 	<-r.done
 	if !errors.Is(r.err, context.Canceled) {
 		t.Errorf("abandoned request answered %v; want context.Canceled", r.err)
@@ -159,7 +159,7 @@ func TestAbandonedRequestNotApplied(t *testing.T) {
 	}
 
 	taken := docRequest(t.Context(), put(store.KindDevice, "taken", store.Cond{}))
-	s.commitBatch([]*request{taken})
+	s.commitBatch([]*request{taken}, nil)
 	<-taken.done
 	if taken.err != nil || taken.state.Load() != stateTaken {
 		t.Errorf("taken request: err %v state %d", taken.err, taken.state.Load())
@@ -226,7 +226,7 @@ func TestBatchMerged(t *testing.T) {
 	batch = append(batch, again)
 
 	before := s.Stats()
-	s.commitBatch(batch)
+	s.commitBatch(batch, nil)
 	after := s.Stats()
 	if after.Batches-before.Batches != 1 {
 		t.Errorf("%d commits; want 1", after.Batches-before.Batches)
@@ -270,7 +270,7 @@ func TestBatchMerged(t *testing.T) {
 	// A request that writes one existing key twice runs on its own: both
 	// of its records keep the stored Created, and the second one is stored.
 	twice := docRequest(ctx, put(store.KindTwin, "old", store.Cond{}), put(store.KindTwin, "old", store.Cond{}))
-	s.commitBatch([]*request{docRequest(ctx, put(store.KindDevice, "before", store.Cond{})), twice})
+	s.commitBatch([]*request{docRequest(ctx, put(store.KindDevice, "before", store.Cond{})), twice}, nil)
 	<-twice.done
 	if twice.err != nil {
 		t.Fatalf("request writing a key twice: %v", twice.err)
@@ -291,7 +291,7 @@ func TestBatchMerged(t *testing.T) {
 	dup := docRequest(ctx, put(store.KindDevice, "dup-doc", store.Cond{}))
 	dup.attempt = attemptRequest(ctx, "dup-new", base).attempt
 	ok2 := docRequest(ctx, put(store.KindDevice, "ok-2", store.Cond{}))
-	s.commitBatch([]*request{ok1, dup, ok2})
+	s.commitBatch([]*request{ok1, dup, ok2}, nil)
 	for _, r := range []*request{ok1, ok2} {
 		<-r.done
 		if r.err != nil {

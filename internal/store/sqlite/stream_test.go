@@ -171,7 +171,7 @@ func TestStreamAppendRolledBack(t *testing.T) {
 	}
 	woken := false
 	failing.committed = func() { woken = true }
-	s.commitBatch([]*request{ok, failing})
+	s.commitBatch([]*request{ok, failing}, nil)
 	<-ok.done
 	<-failing.done
 	if ok.err != nil {

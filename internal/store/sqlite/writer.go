@@ -104,7 +104,7 @@ func (s *Store) run() {
 			linger.Reset(s.commitDelay)
 			wait = linger.C
 		}
-		last = s.collectAndCommit(batch, wait)
+		last = s.commitBatch(batch, wait)
 		if linger != nil {
 			linger.Stop()
 		}
@@ -129,14 +129,6 @@ func (s *Store) drain(batch *[]*request, limit int) bool {
 	return true
 }
 
-// commitBatch runs the requests in one transaction (see runBatch), commits
-// once and answers them all. Requests whose context has ended, or that
-// their caller abandoned, are answered with the context's error and not
-// executed.
-func (s *Store) commitBatch(queued []*request) {
-	s.collectAndCommit(queued, nil)
-}
-
 // take marks queued requests as taken by the writer and appends them to
 // batch; a request whose context has ended, or that its caller abandoned,
 // is answered with the context's error instead.
@@ -151,12 +143,15 @@ func take(batch, queued []*request) []*request {
 	return batch
 }
 
-// collectAndCommit is commitBatch that, while wait has not fired, also
-// takes the requests that arrive into the same transaction: the first
-// pass executes what it has, then waits for more, so the commit delay
-// overlaps the batch's execution and only the COMMIT is left when it ends.
-// It returns how many requests the batch held.
-func (s *Store) collectAndCommit(queued []*request, wait <-chan time.Time) int {
+// commitBatch runs the queued requests in one transaction (see runBatch),
+// commits once and answers them all; requests whose context has ended, or
+// that their caller abandoned, are answered with the context's error and
+// not executed. Until wait fires (nil: at once) it also takes the requests
+// that arrive into the same transaction: the first pass executes what it
+// has, then waits for more, so the commit delay overlaps the batch's
+// execution and only the COMMIT is left when it ends. It returns how many
+// requests the batch held.
+func (s *Store) commitBatch(queued []*request, wait <-chan time.Time) int {
 	batch := take(make([]*request, 0, max(len(queued), s.maxBatch)), queued)
 	more := func(batch []*request) []*request {
 		if wait == nil || len(batch) >= s.maxBatch {
@@ -186,10 +181,7 @@ func (s *Store) collectAndCommit(queued []*request, wait <-chan time.Time) int {
 			}
 		}
 	}
-	if len(batch) == 0 && wait == nil {
-		return 0
-	}
-	if len(batch) == 0 {
+	if len(batch) == 0 { // all abandoned: wait for others, if there is time
 		if batch = more(batch); len(batch) == 0 {
 			return 0
 		}
