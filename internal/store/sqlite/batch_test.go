@@ -335,7 +335,7 @@ func TestGetCancelled(t *testing.T) {
 // batch runs again isolated, so only that request fails and they still
 // share one commit.
 func TestCommitDelayExecutesArrivals(t *testing.T) {
-	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "x.db"), Options{AttemptLimit: 100, CommitDelay: time.Second})
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "x.db"), Options{AttemptLimit: 100, CommitDelay: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -345,27 +345,37 @@ func TestCommitDelayExecutesArrivals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The writer waits only after a batch of more than one request: submit
-	// pairs until two shared a commit.
-	for i := 0; ; i++ {
-		if i == 200 {
-			t.Fatal("no two concurrent requests shared a commit")
+	// The writer waits only after a batch of more than one request: hold it
+	// in a request of its own while two more queue up, so that those two
+	// share the next commit.
+	started, release := make(chan struct{}), make(chan struct{})
+	hold := newRequest(ctx)
+	hold.exec = func(context.Context) (int, error) {
+		close(started)
+		<-release
+		return 0, nil
+	}
+	errs := make(chan error, 3)
+	go func() {
+		_, err := s.submit(ctx, hold)
+		errs <- err
+	}()
+	<-started
+	for j := range 2 {
+		go func() {
+			_, err := s.submit(ctx, docRequest(ctx, put(store.KindDevice, fmt.Sprintf("warm-%d", j), store.Cond{})))
+			errs <- err
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(s.queue) < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two requests did not queue behind the held one")
 		}
-		before := s.Stats()
-		errs := make(chan error, 2)
-		for j := range 2 {
-			go func() {
-				_, err := s.submit(ctx, docRequest(ctx, put(store.KindDevice, fmt.Sprintf("warm-%d-%d", i, j), store.Cond{})))
-				errs <- err
-			}()
-		}
-		for range 2 {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
-			}
-		}
-		if st := s.Stats(); st.Batches-before.Batches == 1 {
-			break
+	}
+	close(release)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
 		}
 	}
 	before := s.Stats()
@@ -374,23 +384,29 @@ func TestCommitDelayExecutesArrivals(t *testing.T) {
 		err  error
 	}
 	out := make(chan outcome, 4)
+	// send submits r and returns once the writer has taken it, so the
+	// requests join the batch in this order.
 	send := func(name string, w store.Write) {
+		r := docRequest(ctx, w)
 		go func() {
-			_, err := s.submit(ctx, docRequest(ctx, w))
+			_, err := s.submit(ctx, r)
 			out <- outcome{name, err}
 		}()
+		for deadline := time.Now().Add(10 * time.Second); r.state.Load() != stateTaken; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the writer did not take %s", name)
+			}
+		}
 	}
 	send("first", put(store.KindDevice, "first", store.Cond{}))
-	time.Sleep(100 * time.Millisecond) // well inside the first one's commit delay
 	current, err := s.Get(ctx, store.KindDevice, "x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	send("update", store.Write{Record: store.Record{Kind: store.KindDevice, ID: "x", Doc: json.RawMessage(`{"v":2}`)}, Cond: store.Cond{IfMatch: current.ETag}})
 	send("later", put(store.KindDevice, "later", store.Cond{}))
-	// The failing request comes last (a failure ends the collection): by
-	// then the update has run, so x's etag is no longer stale's.
-	time.Sleep(50 * time.Millisecond)
+	// The failing request comes last (a failure ends the collection): the
+	// update before it, in the same transaction, made its etag stale.
 	send("stale", put(store.KindDevice, "x", store.Cond{IfMatch: stale.ETag}))
 	got := map[string]error{}
 	for range 4 {
