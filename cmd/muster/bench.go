@@ -41,6 +41,7 @@ type benchRegisterFlags struct {
 	duration       time.Duration
 	warmup         time.Duration
 	ceilingWindow  time.Duration
+	rounds         int
 	timeout        time.Duration
 	noCeilings     bool
 	keepGroups     bool
@@ -54,7 +55,7 @@ type benchRegisterFlags struct {
 func newBenchRegisterCmd() *cobra.Command {
 	f := benchRegisterFlags{
 		mode: "both", concurrency: bench.DefaultConcurrency, duration: bench.DefaultDuration,
-		warmup: bench.DefaultWarmup, timeout: bench.DefaultTimeout,
+		warmup: bench.DefaultWarmup, timeout: bench.DefaultTimeout, rounds: bench.DefaultRounds,
 	}
 	cmd := &cobra.Command{
 		Use:   "register",
@@ -75,14 +76,18 @@ answer) and the errors by kind.
 
 The device client polls at once after the register answer instead of waiting
 for its Retry-After, so the measurement is the server's work. Each mode runs
---warmup, then a measured window of --duration, or until its --devices are
-used up, whichever comes first.
+--warmup, then a measured window of --duration (in rounds, as below), or until
+its --devices are used up, whichever comes first.
 
-After each mode, the same process measures its bare ceiling on loopback with
-the same concurrency and the same client: an HTTPS keep-alive server that only
+The same process measures each mode's bare ceiling on loopback with the same
+concurrency and the same client: an HTTPS keep-alive server that only
 verifies the SAS token's HMAC with a derived key (symmetric), and a TLS server
-that only completes mutual-TLS handshakes (x509). The ratios of registrations
-per second to them are compared with the targets (>= ` + strconv.FormatFloat(bench.TargetSymmetricRatio, 'f', -1, 64) + ` symmetric, >= ` + strconv.FormatFloat(bench.TargetX509Ratio, 'f', -1, 64) + ` x509).
+that only completes mutual-TLS handshakes (x509). The two alternate in
+--rounds rounds (default ` + strconv.Itoa(bench.DefaultRounds) + `): --duration and --ceiling-duration are split
+between the rounds, each window after its own --warmup, so that both rates
+sample the same stretches of a machine whose speed drifts; the rates are the
+rounds' totals. The ratios of registrations per second to the ceilings are
+compared with the targets (>= ` + strconv.FormatFloat(bench.TargetSymmetricRatio, 'f', -1, 64) + ` symmetric, >= ` + strconv.FormatFloat(bench.TargetX509Ratio, 'f', -1, 64) + ` x509).
 The enrollment groups are deleted at the end unless --keep-groups.
 
 The server is found like the other commands find it (--data-dir's
@@ -103,6 +108,7 @@ side also needs --id-scope (and --device-endpoint when it differs from
 	fl.DurationVar(&f.duration, "duration", f.duration, "measured window of each mode")
 	fl.DurationVar(&f.warmup, "warmup", f.warmup, "warm-up before each measured window")
 	fl.DurationVar(&f.ceilingWindow, "ceiling-duration", 0, "measured window of each ceiling (default: --duration)")
+	fl.IntVar(&f.rounds, "rounds", f.rounds, fmt.Sprintf("alternate registrations and ceiling in this many rounds, splitting both windows (1..%d; 1: one window each)", bench.MaxRounds))
 	fl.DurationVar(&f.timeout, "timeout", f.timeout, "time limit of one registration")
 	fl.BoolVar(&f.noCeilings, "no-ceilings", false, "skip the bare ceiling measurements")
 	fl.BoolVar(&f.keepGroups, "keep-groups", false, "keep the enrollment groups the bench creates")
@@ -124,7 +130,10 @@ func runBenchRegister(cmd *cobra.Command, f benchRegisterFlags) error {
 	}
 	cfg := bench.Config{
 		Modes: modes, Devices: f.devices, Concurrency: f.concurrency, Warmup: f.warmup, Duration: f.duration,
-		CeilingDuration: f.ceilingWindow, SkipCeilings: f.noCeilings, Timeout: f.timeout, KeepGroups: f.keepGroups,
+		CeilingDuration: f.ceilingWindow, Rounds: f.rounds, SkipCeilings: f.noCeilings, Timeout: f.timeout, KeepGroups: f.keepGroups,
+	}
+	if f.rounds < 1 {
+		return fmt.Errorf("--rounds %d: must be at least 1", f.rounds)
 	}
 	if f.devices == 0 && cmd.Flags().Changed("devices") {
 		return errors.New("--devices 0: must be at least 1")
@@ -245,7 +254,11 @@ func (c *cli) benchServer(idScope, deviceEndpoint string) (bench.Server, error) 
 func benchTable(w io.Writer, rep *bench.Report) {
 	fmt.Fprintf(w, "Load generator:\t%d CPUs (GOMAXPROCS %d), %s %s/%s\n",
 		rep.Machine.NumCPU, rep.Machine.GOMAXPROCS, rep.Machine.GoVersion, rep.Machine.OS, rep.Machine.Arch)
-	fmt.Fprintf(w, "Load:\tconcurrency %d, warm-up %gs, window %gs\n\n", rep.Concurrency, rep.WarmupSeconds, rep.DurationSeconds)
+	fmt.Fprintf(w, "Load:\tconcurrency %d, warm-up %gs, window %gs", rep.Concurrency, rep.WarmupSeconds, rep.DurationSeconds)
+	if rep.Rounds > 1 {
+		fmt.Fprintf(w, " in %d rounds alternating with the ceiling (each after its warm-up)", rep.Rounds)
+	}
+	fmt.Fprint(w, "\n\n")
 	row(w, "MODE", "DEVICES", "ASSIGNED", "ERRORS", "WINDOW", "REG/S", "P50", "P99", "CEILING", "CEILING/S", "RATIO", "TARGET")
 	for _, m := range rep.Modes {
 		cells := []string{

@@ -187,11 +187,11 @@ func TestBenchRegisterEndToEnd(t *testing.T) {
 	stdout.Reset()
 	root = benchRoot(&stdout, &stderr)
 	root.SetArgs([]string{"--data-dir", dir, "bench", "register", "--mode", "symmetric", "--devices", "5", "--concurrency", "2",
-		"--warmup", "0s", "--ceiling-duration", "200ms", "--quiet"})
+		"--warmup", "0s", "--ceiling-duration", "200ms", "--rounds", "2", "--quiet"})
 	if err := root.ExecuteContext(ctx); err != nil {
 		t.Fatalf("bench register (table): %v", err)
 	}
-	for _, want := range []string{"MODE", "symmetric", bench.CeilingHMAC, ">= 0.2"} {
+	for _, want := range []string{"MODE", "symmetric", bench.CeilingHMAC, ">= 0.2", "in 2 rounds alternating with the ceiling"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("table output lacks %q:\n%s", want, stdout.String())
 		}
@@ -210,6 +210,8 @@ func TestBenchRegisterFlagErrors(t *testing.T) {
 		{"zero duration", []string{"--duration", "0s"}, "duration 0s"},
 		{"negative warm-up", []string{"--warmup", "-1s"}, "warm-up -1s"},
 		{"negative timeout", []string{"--timeout", "-1s"}, "timeout -1s"},
+		{"zero rounds", []string{"--rounds", "0"}, "--rounds 0"},
+		{"rounds too short", []string{"--rounds", "50", "--duration", "1s"}, "rounds 50: windows of 20ms"},
 		{"positional argument", []string{"extra"}, `unknown command "extra"`},
 	}
 	runBenchFlagErrors(t, "register", tests)

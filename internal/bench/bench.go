@@ -101,6 +101,11 @@ type Config struct {
 	// CeilingDuration is the measured window of each ceiling; 0 means
 	// Duration.
 	CeilingDuration time.Duration
+	// Rounds splits each mode's windows into this many rounds that
+	// alternate registrations and ceiling (rounds.go), each window after
+	// its own warm-up; 0 or 1 runs one registration window, then one
+	// ceiling window. Without ceilings there is one window.
+	Rounds int
 	// SkipCeilings leaves the ceilings out.
 	SkipCeilings bool
 	// Timeout bounds one registration; 0 means DefaultTimeout.
@@ -166,6 +171,17 @@ func (c Config) Validate() error {
 	if c.CeilingDuration < 0 || c.CeilingDuration > MaxWindow {
 		bad("ceiling duration %v: must be between 0 (same as duration) and %v", c.CeilingDuration, MaxWindow)
 	}
+	if c.Rounds < 0 || c.Rounds > MaxRounds {
+		bad("rounds %d: must be between 0 and %d", c.Rounds, MaxRounds)
+	} else if n := c.rounds(); n > 1 {
+		ceiling := c.CeilingDuration
+		if ceiling == 0 {
+			ceiling = c.Duration
+		}
+		if w := min(c.Duration, ceiling) / time.Duration(n); w < minRoundWindow {
+			bad("rounds %d: windows of %v; each round's window must be at least %v", n, w, minRoundWindow)
+		}
+	}
 	if c.Timeout < 0 || c.Timeout > MaxTimeout {
 		bad("timeout %v: must be between 0 (default %v) and %v", c.Timeout, DefaultTimeout, MaxTimeout)
 	}
@@ -174,12 +190,15 @@ func (c Config) Validate() error {
 
 // Report is the outcome of Run.
 type Report struct {
-	Machine                Machine      `json:"machine"`
-	Concurrency            int          `json:"concurrency"`
-	WarmupSeconds          float64      `json:"warmupSeconds"`
-	DurationSeconds        float64      `json:"durationSeconds"`
-	CeilingDurationSeconds float64      `json:"ceilingDurationSeconds,omitempty"`
-	Modes                  []ModeReport `json:"modes"`
+	Machine                Machine `json:"machine"`
+	Concurrency            int     `json:"concurrency"`
+	WarmupSeconds          float64 `json:"warmupSeconds"`
+	DurationSeconds        float64 `json:"durationSeconds"`
+	CeilingDurationSeconds float64 `json:"ceilingDurationSeconds,omitempty"`
+	// Rounds is how many alternating rounds each mode's windows were split
+	// into (Config.Rounds); the durations above are the rounds' totals.
+	Rounds int          `json:"rounds"`
+	Modes  []ModeReport `json:"modes"`
 }
 
 // Machine describes where the load generator ran.
@@ -212,9 +231,12 @@ type ModeReport struct {
 	// registration (the device side's cost), in microseconds; 0 where the
 	// platform does not report process CPU time.
 	LoadGeneratorCPUMicros float64 `json:"loadGeneratorCPUMicrosPerRegistration,omitempty"`
-	// Ceiling is the bare ceiling measured after the registrations; nil
+	// Ceiling is the bare ceiling measured after the registrations (in
+	// rounds: after each round's registrations, its windows joined); nil
 	// with Config.SkipCeilings.
 	Ceiling *CeilingReport `json:"ceiling,omitempty"`
+	// Rounds are the rounds one by one (Config.Rounds).
+	Rounds []RoundReport `json:"rounds,omitempty"`
 }
 
 // CeilingReport is a bare ceiling and the mode's ratio to it.
@@ -276,8 +298,8 @@ func windowReport(w Window) WindowReport {
 	return r
 }
 
-// Run runs the configured modes against srv, each followed by its ceiling,
-// and returns the report. The enrollment groups it creates are deleted at
+// Run runs the configured modes against srv, each with its ceiling (in
+// alternating rounds, Config.Rounds), and returns the report. The enrollment groups it creates are deleted at
 // the end unless cfg.KeepGroups; the registration records and hub devices
 // stay.
 func Run(ctx context.Context, srv Server, cfg Config) (*Report, error) {
@@ -308,6 +330,7 @@ func Run(ctx context.Context, srv Server, cfg Config) (*Report, error) {
 			OS: runtime.GOOS, Arch: runtime.GOARCH,
 		},
 		Concurrency: cfg.Concurrency, WarmupSeconds: cfg.Warmup.Seconds(), DurationSeconds: cfg.Duration.Seconds(),
+		Rounds: cfg.rounds(),
 	}
 	if !cfg.SkipCeilings {
 		rep.CeilingDurationSeconds = cfg.CeilingDuration.Seconds()
@@ -448,8 +471,8 @@ func ceilingReport(name, unit string, target float64, mode *ModeReport, res *Res
 	return c
 }
 
-// symmetric registers symmetric-key group devices, then measures the bare
-// HMAC ceiling with the same devices.
+// symmetric registers symmetric-key group devices and measures the bare
+// HMAC ceiling with the same devices, in alternating rounds.
 func (r *runner) symmetric(ctx context.Context) (*ModeReport, error) {
 	n := r.devices(ModeSymmetric)
 	groupID := "bench-sk-" + r.runID
@@ -488,7 +511,7 @@ func (r *runner) symmetric(ctx context.Context) (*ModeReport, error) {
 		return nil, err
 	}
 	defer cl.Close()
-	res, err := r.load(ModeSymmetric+" registrations", n, r.cfg.Duration).Run(ctx, func(ctx context.Context, i int) error {
+	register := func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
 		out, err := cl.pick(i).Register(ctx, dpsclient.Device{RegistrationID: devs.ids[i], Credential: dpsclient.Credential{SymmetricKey: devs.keys[i]}})
@@ -499,24 +522,32 @@ func (r *runner) symmetric(ctx context.Context) (*ModeReport, error) {
 			return fmt.Errorf("register %q: %w: %q", devs.ids[i], ErrUnexpectedAssignment, out.DeviceID)
 		}
 		return nil
-	})
+	}
+	ceiling := func(ctx context.Context, load Load) (*Result, error) {
+		return measureHMACCeiling(ctx, load, r.ceilingID, r.srv.IDScope, groupKey, devs, r.cfg.Timeout)
+	}
+	return r.report(ctx, ModeSymmetric, groupID, n, register, ceiling, "requests/s", TargetSymmetricRatio)
+}
+
+// report measures a mode (measure) and assembles its report.
+func (r *runner) report(ctx context.Context, mode, group string, devices int, register Op, ceiling func(context.Context, Load) (*Result, error), unit string, target float64) (*ModeReport, error) {
+	res, cres, rounds, err := r.measure(ctx, mode, devices, register, ceiling)
 	if res == nil {
 		return nil, err
 	}
-	mr := modeReport(ModeSymmetric, groupID, n, res)
-	if err != nil || r.cfg.SkipCeilings {
-		return mr, err
+	mr := modeReport(mode, group, devices, res)
+	if len(rounds) > 1 {
+		mr.Rounds = rounds
 	}
-	cres, err := measureHMACCeiling(ctx, r.load(CeilingHMAC, 0, r.cfg.CeilingDuration), r.ceilingID, r.srv.IDScope, groupKey, devs, r.cfg.Timeout)
 	if cres != nil {
-		mr.Ceiling = ceilingReport(CeilingHMAC, "requests/s", TargetSymmetricRatio, mr, cres)
+		mr.Ceiling = ceilingReport(ceilingName(mode), unit, target, mr, cres)
 	}
 	return mr, err
 }
 
 // x509 registers X.509 group devices (chain: device → intermediate, the
-// group anchored at the intermediate), then measures the bare mTLS
-// handshake ceiling with the same certificates.
+// group anchored at the intermediate) and measures the bare mTLS
+// handshake ceiling with the same certificates, in alternating rounds.
 func (r *runner) x509(ctx context.Context) (*ModeReport, error) {
 	n := r.devices(ModeX509)
 	groupID := "bench-x509-" + r.runID
@@ -549,7 +580,7 @@ func (r *runner) x509(ctx context.Context) (*ModeReport, error) {
 		return nil, err
 	}
 	defer cl.Close()
-	res, err := r.load(ModeX509+" registrations", n, r.cfg.Duration).Run(ctx, func(ctx context.Context, i int) error {
+	register := func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
 		out, err := cl.pick(i).Register(ctx, dpsclient.Device{RegistrationID: ids[i], Credential: dpsclient.Credential{Certificate: certs[i]}})
@@ -560,19 +591,11 @@ func (r *runner) x509(ctx context.Context) (*ModeReport, error) {
 			return fmt.Errorf("register %q: %w: %q", ids[i], ErrUnexpectedAssignment, out.DeviceID)
 		}
 		return nil
-	})
-	if res == nil {
-		return nil, err
 	}
-	mr := modeReport(ModeX509, groupID, n, res)
-	if err != nil || r.cfg.SkipCeilings {
-		return mr, err
+	ceiling := func(ctx context.Context, load Load) (*Result, error) {
+		return measureMTLSCeiling(ctx, load, r.ceilingID, certs, r.cfg.Timeout)
 	}
-	cres, err := measureMTLSCeiling(ctx, r.load(CeilingMTLS, 0, r.cfg.CeilingDuration), r.ceilingID, certs, r.cfg.Timeout)
-	if cres != nil {
-		mr.Ceiling = ceilingReport(CeilingMTLS, "handshakes/s", TargetX509Ratio, mr, cres)
-	}
-	return mr, err
+	return r.report(ctx, ModeX509, groupID, n, register, ceiling, "handshakes/s", TargetX509Ratio)
 }
 
 // issueDevices issues n device certificates (CN = registration ID

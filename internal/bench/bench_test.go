@@ -55,6 +55,11 @@ func TestConfigValidate(t *testing.T) {
 		{"zero duration", func(c *Config) { c.Duration = 0 }, []string{"duration 0s"}},
 		{"negative ceiling duration", func(c *Config) { c.CeilingDuration = -time.Second }, []string{"ceiling duration -1s"}},
 		{"timeout too long", func(c *Config) { c.Timeout = time.Hour }, []string{"timeout 1h0m0s"}},
+		{"valid rounds", func(c *Config) { c.Rounds = 4 }, nil},
+		{"negative rounds", func(c *Config) { c.Rounds = -1 }, []string{"rounds -1"}},
+		{"too many rounds", func(c *Config) { c.Rounds = MaxRounds + 1 }, []string{"rounds 101"}},
+		{"rounds shorter than their minimum", func(c *Config) { c.Rounds, c.CeilingDuration = 40, 2*time.Second }, []string{"rounds 40: windows of 50ms"}},
+		{"short rounds without ceilings", func(c *Config) { c.Rounds, c.SkipCeilings = 100, true }, nil},
 		{"every problem at once", func(c *Config) { c.Concurrency, c.Duration = 0, 0 }, []string{"concurrency 0", "duration 0s"}},
 	}
 	for _, tc := range tests {

@@ -117,6 +117,9 @@ type Window struct {
 	// where the platform does not report it. Below about 0.95 the run was
 	// not CPU-bound: the operations waited for something else.
 	MachineBusy float64
+	// samples are the latencies Latency summarises, sorted (mergeResults
+	// joins them).
+	samples []time.Duration
 }
 
 // worker is one worker's private tally, merged after the run.
@@ -264,6 +267,7 @@ func (l Load) Run(ctx context.Context, op Op) (*Result, error) {
 		res.Window.Rate = float64(res.Window.Succeeded) / res.Window.Elapsed.Seconds()
 	}
 	res.Window.Latency = Summarize(lat)
+	res.Window.samples = lat
 	res.Window.MachineBusy = busy
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("load interrupted: %w", err)

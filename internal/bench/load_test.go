@@ -165,7 +165,7 @@ func TestLoadRunOpsEndDuringWarmup(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if diff := cmp.Diff(Window{MachineBusy: -1}, res.Window); diff != "" {
+	if diff := cmp.Diff(Window{MachineBusy: -1}, res.Window, cmp.AllowUnexported(Window{})); diff != "" {
 		t.Errorf("window (-want +got):\n%s", diff)
 	}
 	if res.Succeeded != 4 {
