@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/muster-iot/muster/internal/enroll"
+	"github.com/muster-iot/muster/internal/fastjson"
 	"github.com/muster-iot/muster/internal/provision"
 )
 
@@ -98,7 +100,7 @@ func trackingID(w http.ResponseWriter) string { return w.Header().Get(headerRequ
 
 // writeJSON answers with a status and a JSON body.
 func (a *API) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	body, err := json.Marshal(v)
+	body, err := marshalResponse(v)
 	if err != nil {
 		a.fail(w, r, resource{}, fmt.Errorf("encode %T response: %w", v, err))
 		return
@@ -108,6 +110,18 @@ func (a *API) writeJSON(w http.ResponseWriter, r *http.Request, status int, v an
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body) // a failed write means the client went away
+}
+
+// marshalResponse returns json.Marshal(v); the register and poll answers
+// are written without reflection when they allow it (see fastjson).
+func marshalResponse(v any) ([]byte, error) {
+	if op, ok := v.(*provision.OperationStatus); ok {
+		var s fastjson.Scratch
+		if b, ok := op.AppendJSON(s[:0]); ok {
+			return bytes.Clone(b), nil
+		}
+	}
+	return json.Marshal(v)
 }
 
 // writeNoContent answers 204.

@@ -1,8 +1,12 @@
 package enroll
 
 import (
+	"bytes"
 	"encoding/json"
+	"strconv"
 	"time"
+
+	"github.com/muster-iot/muster/internal/fastjson"
 )
 
 // Registration is the stored registration record of one device (its
@@ -52,4 +56,67 @@ func (r *Registration) View() *RegistrationStateView {
 		v.ETag = RegistrationETag(r.ETag)
 	}
 	return v
+}
+
+// AppendJSON appends r's stored document as json.Marshal writes it, or
+// reports false when r needs encoding/json (see fastjson).
+func (r *Registration) AppendJSON(dst []byte) ([]byte, bool) {
+	ok := true
+	b := dst
+	b = append(b, `{"registrationId":`...)
+	b = fastjson.String(b, r.RegistrationID, &ok)
+	b = append(b, `,"createdDateTimeUtc":`...)
+	b = fastjson.Time(b, r.Created, &ok)
+	b = append(b, `,"lastUpdatedDateTimeUtc":`...)
+	b = fastjson.Time(b, r.Updated, &ok)
+	if r.AssignedHub != "" {
+		b = append(b, `,"assignedHub":`...)
+		b = fastjson.String(b, r.AssignedHub, &ok)
+	}
+	if r.DeviceID != "" {
+		b = append(b, `,"deviceId":`...)
+		b = fastjson.String(b, r.DeviceID, &ok)
+	}
+	b = append(b, `,"status":`...)
+	b = fastjson.String(b, r.Status, &ok)
+	if r.Substatus != "" {
+		b = append(b, `,"substatus":`...)
+		b = fastjson.String(b, r.Substatus, &ok)
+	}
+	if r.ErrorCode != 0 {
+		b = append(b, `,"errorCode":`...)
+		b = strconv.AppendInt(b, int64(r.ErrorCode), 10)
+	}
+	if r.ErrorMessage != "" {
+		b = append(b, `,"errorMessage":`...)
+		b = fastjson.String(b, r.ErrorMessage, &ok)
+	}
+	if len(r.Payload) != 0 {
+		b = append(b, `,"payload":`...)
+		b = fastjson.Raw(b, r.Payload, &ok)
+	}
+	b = append(b, `,"operationId":`...)
+	b = fastjson.String(b, r.OperationID, &ok)
+	b = append(b, `,"attestation":`...)
+	b = fastjson.String(b, r.Attestation, &ok)
+	if r.EnrollmentGroupID != "" {
+		b = append(b, `,"enrollmentGroupId":`...)
+		b = fastjson.String(b, r.EnrollmentGroupID, &ok)
+	}
+	if r.InitialHub != "" {
+		b = append(b, `,"initialHub":`...)
+		b = fastjson.String(b, r.InitialHub, &ok)
+	}
+	b = append(b, `}`...)
+	return b, ok
+}
+
+// EncodeRegistration returns r's stored document, json.Marshal(r), written
+// without reflection when r allows it (see fastjson).
+func EncodeRegistration(r *Registration) ([]byte, error) {
+	var s fastjson.Scratch
+	if b, ok := r.AppendJSON(s[:0]); ok {
+		return bytes.Clone(b), nil
+	}
+	return json.Marshal(r)
 }

@@ -302,7 +302,7 @@ func (s *Service) loadRegistration(ctx context.Context, id string) (*enroll.Regi
 
 // registrationWrite is the store write of a registration record.
 func registrationWrite(r *enroll.Registration, group string) (store.Write, error) {
-	doc, err := json.Marshal(r)
+	doc, err := enroll.EncodeRegistration(r)
 	if err != nil {
 		return store.Write{}, fmt.Errorf("encode registration %s: %w", r.RegistrationID, err)
 	}

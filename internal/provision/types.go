@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/muster-iot/muster/internal/fastjson"
 )
 
 // Registration statuses (lower-case on the wire).
@@ -159,4 +161,89 @@ func ParseErrorCode(raw json.RawMessage) int {
 		}
 	}
 	return 0
+}
+
+// AppendJSON appends o as json.Marshal writes it, or reports false when o
+// needs encoding/json (see fastjson).
+func (o *OperationStatus) AppendJSON(b []byte) ([]byte, bool) {
+	ok := true
+	b = append(b, `{"operationId":`...)
+	b = fastjson.String(b, o.OperationID, &ok)
+	b = append(b, `,"status":`...)
+	b = fastjson.String(b, o.Status, &ok)
+	if o.RegistrationState != nil {
+		b = append(b, `,"registrationState":`...)
+		b = o.RegistrationState.appendJSON(b, &ok)
+	}
+	return append(b, '}'), ok
+}
+
+// AppendJSON appends r as json.Marshal writes it, or reports false when r
+// needs encoding/json (see fastjson).
+func (r *DeviceRegistrationResult) AppendJSON(b []byte) ([]byte, bool) {
+	ok := true
+	b = r.appendJSON(b, &ok)
+	return b, ok
+}
+
+func (r *DeviceRegistrationResult) appendJSON(b []byte, ok *bool) []byte {
+	b = append(b, `{"registrationId":`...)
+	b = fastjson.String(b, r.RegistrationID, ok)
+	if r.CreatedDateTimeUTC != nil {
+		b = append(b, `,"createdDateTimeUtc":`...)
+		b = fastjson.Time(b, *r.CreatedDateTimeUTC, ok)
+	}
+	if r.AssignedHub != "" {
+		b = append(b, `,"assignedHub":`...)
+		b = fastjson.String(b, r.AssignedHub, ok)
+	}
+	if r.DeviceID != "" {
+		b = append(b, `,"deviceId":`...)
+		b = fastjson.String(b, r.DeviceID, ok)
+	}
+	b = append(b, `,"status":`...)
+	b = fastjson.String(b, r.Status, ok)
+	if r.Substatus != "" {
+		b = append(b, `,"substatus":`...)
+		b = fastjson.String(b, r.Substatus, ok)
+	}
+	if r.ErrorCode != 0 {
+		b = append(b, `,"errorCode":`...)
+		b = strconv.AppendInt(b, int64(r.ErrorCode), 10)
+	}
+	if r.ErrorMessage != "" {
+		b = append(b, `,"errorMessage":`...)
+		b = fastjson.String(b, r.ErrorMessage, ok)
+	}
+	if r.LastUpdatedDateTimeUTC != nil {
+		b = append(b, `,"lastUpdatedDateTimeUtc":`...)
+		b = fastjson.Time(b, *r.LastUpdatedDateTimeUTC, ok)
+	}
+	if r.ETag != "" {
+		b = append(b, `,"etag":`...)
+		b = fastjson.String(b, r.ETag, ok)
+	}
+	if len(r.Payload) != 0 {
+		b = append(b, `,"payload":`...)
+		b = fastjson.Raw(b, r.Payload, ok)
+	}
+	if r.X509 != nil {
+		b = append(b, `,"x509":`...)
+		b = appendGroupID(b, r.X509.EnrollmentGroupID, ok)
+	}
+	if r.SymmetricKey != nil {
+		b = append(b, `,"symmetricKey":`...)
+		b = appendGroupID(b, r.SymmetricKey.EnrollmentGroupID, ok)
+	}
+	return append(b, '}')
+}
+
+// appendGroupID appends an X509Result or SymmetricKeyResult.
+func appendGroupID(b []byte, id string, ok *bool) []byte {
+	if id == "" {
+		return append(b, "{}"...)
+	}
+	b = append(b, `{"enrollmentGroupId":`...)
+	b = fastjson.String(b, id, ok)
+	return append(b, '}')
 }

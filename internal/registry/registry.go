@@ -18,6 +18,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/muster-iot/muster/internal/fastjson"
 	"github.com/muster-iot/muster/internal/provision"
 	"github.com/muster-iot/muster/internal/store"
 	"github.com/muster-iot/muster/internal/twin"
@@ -194,7 +195,13 @@ func initialDesired(raw json.RawMessage, v int64, now time.Time) (json.RawMessag
 	}
 	delete(m, "$metadata")
 	delete(m, "$version")
-	return json.Marshal(twin.StampDesired(nil, m, nil, v, now))
+	c := twin.StampDesired(nil, m, nil, v, now)
+	// json.Marshal(c) is c.MarshalJSON() compacted and HTML-escaped; when
+	// that would change nothing, the reflection and the copy are spared.
+	if b, err := c.MarshalJSON(); err == nil && fastjson.Verbatim(b) {
+		return b, nil
+	}
+	return json.Marshal(c)
 }
 
 // ProvisionDevice creates or updates a device identity for the provisioning
@@ -242,7 +249,7 @@ func (h *Hub) ProvisionWrites(ctx context.Context, spec provision.DeviceSpec) ([
 	}
 	d.ProvisionedBy = &Provenance{RegistrationID: spec.RegistrationID, EnrollmentGroupID: spec.EnrollmentGroupID}
 	d.ETag = ""
-	ddoc, err := json.Marshal(d)
+	ddoc, err := deviceDoc(d)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +275,7 @@ func (h *Hub) ProvisionWrites(ctx context.Context, spec provision.DeviceSpec) ([
 		if t.Properties.Desired, err = initialDesired(desired, t.Version, h.now()); err != nil {
 			return nil, fmt.Errorf("initial desired properties: %w", err)
 		}
-		tdoc, err := json.Marshal(t)
+		tdoc, err := twinDoc(t)
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/muster-iot/muster/internal/fastjson"
 )
 
 // Sentinel errors every backend returns (possibly wrapped).
@@ -176,4 +178,34 @@ type Store interface {
 	Docs
 	Attempts
 	Close() error
+}
+
+// AppendJSON appends a's JSON document as json.Marshal writes it, or
+// reports false when a needs encoding/json (see fastjson).
+func (a *Attempt) AppendJSON(dst []byte) ([]byte, bool) {
+	ok := true
+	b := dst
+	b = append(b, `{"id":`...)
+	b = fastjson.String(b, a.ID, &ok)
+	b = append(b, `,"time":`...)
+	b = fastjson.Time(b, a.Time, &ok)
+	b = append(b, `,"registrationId":`...)
+	b = fastjson.String(b, a.RegistrationID, &ok)
+	b = append(b, `,"protocol":`...)
+	b = fastjson.String(b, a.Protocol, &ok)
+	b = append(b, `,"attestation":`...)
+	b = fastjson.String(b, a.Attestation, &ok)
+	b = append(b, `,"outcome":`...)
+	b = fastjson.String(b, a.Outcome, &ok)
+	for _, f := range [...]struct{ name, v string }{
+		{`,"reason":`, a.Reason}, {`,"hint":`, a.Hint}, {`,"enrollmentKind":`, a.EnrollmentKind},
+		{`,"enrollmentId":`, a.EnrollmentID}, {`,"remoteAddr":`, a.RemoteAddr},
+	} {
+		if f.v != "" {
+			b = append(b, f.name...)
+			b = fastjson.String(b, f.v, &ok)
+		}
+	}
+	b = append(b, `}`...)
+	return b, ok
 }

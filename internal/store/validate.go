@@ -1,11 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/muster-iot/muster/internal/fastjson"
 )
 
 // MaxDocDepth is the deepest nesting of arrays and objects a document may
@@ -103,6 +106,10 @@ func EncodeAttempt(a Attempt) (Attempt, []byte, error) {
 	a.Time = a.Time.UTC()
 	if y := a.Time.Year(); y < 0 || y > 9999 {
 		return a, nil, fmt.Errorf("append attempt %s: time %s is outside years 0000-9999", a.ID, a.Time)
+	}
+	var s fastjson.Scratch
+	if doc, ok := a.AppendJSON(s[:0]); ok {
+		return a, bytes.Clone(doc), nil
 	}
 	doc, err := json.Marshal(a)
 	if err != nil {
