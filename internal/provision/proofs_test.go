@@ -1,7 +1,9 @@
 package provision
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,5 +64,49 @@ func TestProofsCertificateChainAndBound(t *testing.T) {
 	p.remember(b, now)
 	if p.proven(req, now) || !p.proven(a, now) || !p.proven(b, now) || len(p.m) != 2 {
 		t.Fatalf("bound not kept: %d entries", len(p.m))
+	}
+}
+
+// TestProofKeyIsTheStreamedHash pins proofKey, which assembles its input in
+// a buffer, to the hash it has always been: the lower-cased scope and
+// registration ID and the credential, streamed into SHA-256.
+func TestProofKeyIsTheStreamedHash(t *testing.T) {
+	streamed := func(req *RegisterRequest) (key [sha256.Size]byte, ok bool) {
+		h := sha256.New()
+		h.Write([]byte(strings.ToLower(req.IDScope)))
+		h.Write([]byte{0})
+		h.Write([]byte(strings.ToLower(req.RegistrationID)))
+		h.Write([]byte{0})
+		switch {
+		case len(req.Chain) > 0:
+			h.Write([]byte("x509"))
+			for _, c := range req.Chain {
+				h.Write([]byte{0})
+				h.Write(c.Raw)
+			}
+		case req.SAS != "":
+			h.Write([]byte("sas\x00"))
+			h.Write([]byte(req.SAS))
+		default:
+			return key, false
+		}
+		copy(key[:], h.Sum(nil))
+		return key, true
+	}
+	long := strings.Repeat("x", 700)
+	chain := []*x509.Certificate{{Raw: []byte(long)}, {Raw: []byte{1, 2, 3}}}
+	for _, req := range []RegisterRequest{
+		{IDScope: "0ne00ABC123", RegistrationID: "Device-01", SAS: "SharedAccessSignature sr=a&sig=b&se=1"},
+		{IDScope: "0ne00abc123", RegistrationID: "device-01", SAS: "SharedAccessSignature sr=a&sig=b&se=1"},
+		{IDScope: "0NE", RegistrationID: "DÉVICE-Σ", SAS: "tok"},
+		{IDScope: "", RegistrationID: "", SAS: long},
+		{IDScope: "scope", RegistrationID: "dev", Chain: chain, SAS: "ignored"},
+		{IDScope: "scope", RegistrationID: "dev"},
+	} {
+		got, gotOK := proofKey(&req)
+		want, wantOK := streamed(&req)
+		if got != want || gotOK != wantOK {
+			t.Errorf("%+v: proofKey %x %v, want %x %v", req, got, gotOK, want, wantOK)
+		}
 	}
 }
