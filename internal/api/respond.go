@@ -18,7 +18,7 @@ import (
 
 // Response header names.
 const (
-	headerRequestID    = "x-ms-request-id"
+	headerRequestID    = "X-Ms-Request-Id" // canonical, so Header.Set and Get need not allocate it; on the wire either way
 	headerErrorCode    = "x-ms-error-code"
 	headerContinuation = "x-ms-continuation"
 	headerItemType     = "x-ms-item-type"

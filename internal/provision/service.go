@@ -797,9 +797,19 @@ func newOperationID() string {
 	return "5." + hex.EncodeToString(b[:8]) + "." + u[0:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:32]
 }
 
-// newID returns a time-ordered unique ID for attempt records.
+// newID returns a time-ordered unique ID for attempt records: the Unix
+// nanoseconds in 16 hex digits, then 12 random hex digits.
 func newID(t time.Time) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%016x%s", t.UnixNano(), hex.EncodeToString(b[:]))
+	ns := t.UnixNano()
+	if ns < 0 { // %x writes a sign; never the case for a real clock
+		return fmt.Sprintf("%016x%s", ns, hex.EncodeToString(b[:]))
+	}
+	var raw [8]byte
+	binary.BigEndian.PutUint64(raw[:], uint64(ns))
+	var s [28]byte
+	hex.Encode(s[:16], raw[:])
+	hex.Encode(s[16:], b[:])
+	return string(s[:])
 }

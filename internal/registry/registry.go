@@ -9,10 +9,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 	"unicode"
@@ -119,9 +119,19 @@ func (h *Hub) key(deviceID string) string { return strings.ToLower(h.host) + "/"
 
 // GetDevice returns a device identity.
 func (h *Hub) GetDevice(ctx context.Context, deviceID string) (*Device, error) {
+	d, err := h.findDevice(ctx, deviceID)
+	if err == nil && d == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, deviceID)
+	}
+	return d, err
+}
+
+// findDevice returns a device identity, or nil when there is none: the
+// first registration of every device looks, and need not build an error.
+func (h *Hub) findDevice(ctx context.Context, deviceID string) (*Device, error) {
 	rec, err := h.docs.Get(ctx, store.KindDevice, h.key(deviceID))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, deviceID)
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
@@ -172,9 +182,23 @@ func (h *Hub) ListDevices(ctx context.Context, after string, limit int) ([]*Devi
 	return out, nil
 }
 
+// generationID returns "6" and 17 random decimal digits, uniform over
+// 0-99999999999999999 (rejection sampling of 57 random bits, as rand.Int
+// does), written without big.Int or fmt.
 func generationID() string {
-	n, _ := rand.Int(rand.Reader, big.NewInt(1e17))
-	return fmt.Sprintf("6%017d", n)
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:]) // never fails (crypto/rand.Read crashes the program instead)
+		if n := binary.BigEndian.Uint64(b[:]) >> 7; n < 1e17 {
+			var s [18]byte
+			s[0] = '6'
+			for i := len(s) - 1; i > 0; i-- {
+				s[i] = byte('0' + n%10)
+				n /= 10
+			}
+			return string(s[:])
+		}
+	}
 }
 
 func objectOrEmpty(raw json.RawMessage) json.RawMessage {
@@ -223,8 +247,8 @@ func (h *Hub) ProvisionDevice(ctx context.Context, spec provision.DeviceSpec) er
 // record (provision.WritingHub).
 func (h *Hub) ProvisionWrites(ctx context.Context, spec provision.DeviceSpec) ([]store.Write, error) {
 	now := h.now().UTC()
-	existing, err := h.GetDevice(ctx, spec.DeviceID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	existing, err := h.findDevice(ctx, spec.DeviceID)
+	if err != nil {
 		return nil, err
 	}
 	d := existing
