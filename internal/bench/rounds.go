@@ -52,9 +52,9 @@ func (c Config) rounds() int {
 func (r *runner) measure(ctx context.Context, mode string, devices int, op Op, ceiling func(context.Context, Load) (*Result, error)) (reg, ceil *Result, rounds []RoundReport, err error) {
 	n := r.cfg.rounds()
 	var regs, ceils []*Result
-	defer func() {
-		reg, ceil = mergeResults(regs), mergeResults(ceils)
-	}()
+	done := func(err error) (*Result, *Result, []RoundReport, error) {
+		return mergeResults(regs), mergeResults(ceils), rounds, err
+	}
 	used := 0
 	for k := range n {
 		label := mode + " registrations"
@@ -70,7 +70,7 @@ func (r *runner) measure(ctx context.Context, mode string, devices int, op Op, c
 			used += res.Started
 		}
 		if res == nil || err != nil {
-			return nil, nil, rounds, err
+			return done(err)
 		}
 		round := RoundReport{RatePerSecond: res.Window.Rate}
 		if r.cfg.SkipCeilings {
@@ -91,14 +91,14 @@ func (r *runner) measure(ctx context.Context, mode string, devices int, op Op, c
 		}
 		rounds = append(rounds, round)
 		if err != nil {
-			return nil, nil, rounds, err
+			return done(err)
 		}
 		if used >= devices {
 			r.notef("%s: all %d devices used after round %d of %d", mode, devices, k+1, n)
 			break
 		}
 	}
-	return nil, nil, rounds, nil
+	return done(nil)
 }
 
 // ceilingName names a mode's ceiling.
