@@ -69,28 +69,16 @@ func (r *Registration) AppendJSON(dst []byte) ([]byte, bool) {
 	b = fastjson.Time(b, r.Created, &ok)
 	b = append(b, `,"lastUpdatedDateTimeUtc":`...)
 	b = fastjson.Time(b, r.Updated, &ok)
-	if r.AssignedHub != "" {
-		b = append(b, `,"assignedHub":`...)
-		b = fastjson.String(b, r.AssignedHub, &ok)
-	}
-	if r.DeviceID != "" {
-		b = append(b, `,"deviceId":`...)
-		b = fastjson.String(b, r.DeviceID, &ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"assignedHub":`, r.AssignedHub, &ok)
+	b = fastjson.OmitEmpty(b, `,"deviceId":`, r.DeviceID, &ok)
 	b = append(b, `,"status":`...)
 	b = fastjson.String(b, r.Status, &ok)
-	if r.Substatus != "" {
-		b = append(b, `,"substatus":`...)
-		b = fastjson.String(b, r.Substatus, &ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"substatus":`, r.Substatus, &ok)
 	if r.ErrorCode != 0 {
 		b = append(b, `,"errorCode":`...)
 		b = strconv.AppendInt(b, int64(r.ErrorCode), 10)
 	}
-	if r.ErrorMessage != "" {
-		b = append(b, `,"errorMessage":`...)
-		b = fastjson.String(b, r.ErrorMessage, &ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"errorMessage":`, r.ErrorMessage, &ok)
 	if len(r.Payload) != 0 {
 		b = append(b, `,"payload":`...)
 		b = fastjson.Raw(b, r.Payload, &ok)
@@ -99,14 +87,8 @@ func (r *Registration) AppendJSON(dst []byte) ([]byte, bool) {
 	b = fastjson.String(b, r.OperationID, &ok)
 	b = append(b, `,"attestation":`...)
 	b = fastjson.String(b, r.Attestation, &ok)
-	if r.EnrollmentGroupID != "" {
-		b = append(b, `,"enrollmentGroupId":`...)
-		b = fastjson.String(b, r.EnrollmentGroupID, &ok)
-	}
-	if r.InitialHub != "" {
-		b = append(b, `,"initialHub":`...)
-		b = fastjson.String(b, r.InitialHub, &ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"enrollmentGroupId":`, r.EnrollmentGroupID, &ok)
+	b = fastjson.OmitEmpty(b, `,"initialHub":`, r.InitialHub, &ok)
 	b = append(b, `}`...)
 	return b, ok
 }

@@ -60,6 +60,15 @@ func String(b []byte, s string, ok *bool) []byte {
 	return append(b, '"')
 }
 
+// OmitEmpty appends an omitempty string field: key (the separator, name
+// and colon, e.g. `,"deviceId":`) and s, or nothing when s is empty.
+func OmitEmpty(b []byte, key, s string, ok *bool) []byte {
+	if s == "" {
+		return b
+	}
+	return String(append(b, key...), s, ok)
+}
+
 // StringPtr appends *p, or null when p is nil.
 func StringPtr(b []byte, p *string, ok *bool) []byte {
 	if p == nil {

@@ -193,36 +193,21 @@ func (r *DeviceRegistrationResult) appendJSON(b []byte, ok *bool) []byte {
 		b = append(b, `,"createdDateTimeUtc":`...)
 		b = fastjson.Time(b, *r.CreatedDateTimeUTC, ok)
 	}
-	if r.AssignedHub != "" {
-		b = append(b, `,"assignedHub":`...)
-		b = fastjson.String(b, r.AssignedHub, ok)
-	}
-	if r.DeviceID != "" {
-		b = append(b, `,"deviceId":`...)
-		b = fastjson.String(b, r.DeviceID, ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"assignedHub":`, r.AssignedHub, ok)
+	b = fastjson.OmitEmpty(b, `,"deviceId":`, r.DeviceID, ok)
 	b = append(b, `,"status":`...)
 	b = fastjson.String(b, r.Status, ok)
-	if r.Substatus != "" {
-		b = append(b, `,"substatus":`...)
-		b = fastjson.String(b, r.Substatus, ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"substatus":`, r.Substatus, ok)
 	if r.ErrorCode != 0 {
 		b = append(b, `,"errorCode":`...)
 		b = strconv.AppendInt(b, int64(r.ErrorCode), 10)
 	}
-	if r.ErrorMessage != "" {
-		b = append(b, `,"errorMessage":`...)
-		b = fastjson.String(b, r.ErrorMessage, ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"errorMessage":`, r.ErrorMessage, ok)
 	if r.LastUpdatedDateTimeUTC != nil {
 		b = append(b, `,"lastUpdatedDateTimeUtc":`...)
 		b = fastjson.Time(b, *r.LastUpdatedDateTimeUTC, ok)
 	}
-	if r.ETag != "" {
-		b = append(b, `,"etag":`...)
-		b = fastjson.String(b, r.ETag, ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"etag":`, r.ETag, ok)
 	if len(r.Payload) != 0 {
 		b = append(b, `,"payload":`...)
 		b = fastjson.Raw(b, r.Payload, ok)

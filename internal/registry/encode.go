@@ -60,10 +60,7 @@ func (d *Device) AppendJSON(dst []byte) ([]byte, bool) {
 	if p := d.ProvisionedBy; p != nil {
 		b = append(b, `,"provisionedBy":{"registrationId":`...)
 		b = fastjson.String(b, p.RegistrationID, &ok)
-		if p.EnrollmentGroupID != "" {
-			b = append(b, `,"enrollmentGroupId":`...)
-			b = fastjson.String(b, p.EnrollmentGroupID, &ok)
-		}
+		b = fastjson.OmitEmpty(b, `,"enrollmentGroupId":`, p.EnrollmentGroupID, &ok)
 		b = append(b, `}`...)
 	}
 	b = append(b, `}`...)
@@ -80,10 +77,7 @@ func (t *Twin) AppendJSON(dst []byte) ([]byte, bool) {
 	b := dst
 	b = append(b, `{"deviceId":`...)
 	b = fastjson.String(b, t.DeviceID, &ok)
-	if t.ModuleID != "" {
-		b = append(b, `,"moduleId":`...)
-		b = fastjson.String(b, t.ModuleID, &ok)
-	}
+	b = fastjson.OmitEmpty(b, `,"moduleId":`, t.ModuleID, &ok)
 	b = append(b, `,"etag":`...)
 	b = fastjson.String(b, t.ETag, &ok)
 	b = append(b, `,"version":`...)

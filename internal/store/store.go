@@ -197,15 +197,11 @@ func (a *Attempt) AppendJSON(dst []byte) ([]byte, bool) {
 	b = fastjson.String(b, a.Attestation, &ok)
 	b = append(b, `,"outcome":`...)
 	b = fastjson.String(b, a.Outcome, &ok)
-	for _, f := range [...]struct{ name, v string }{
-		{`,"reason":`, a.Reason}, {`,"hint":`, a.Hint}, {`,"enrollmentKind":`, a.EnrollmentKind},
-		{`,"enrollmentId":`, a.EnrollmentID}, {`,"remoteAddr":`, a.RemoteAddr},
-	} {
-		if f.v != "" {
-			b = append(b, f.name...)
-			b = fastjson.String(b, f.v, &ok)
-		}
-	}
+	b = fastjson.OmitEmpty(b, `,"reason":`, a.Reason, &ok)
+	b = fastjson.OmitEmpty(b, `,"hint":`, a.Hint, &ok)
+	b = fastjson.OmitEmpty(b, `,"enrollmentKind":`, a.EnrollmentKind, &ok)
+	b = fastjson.OmitEmpty(b, `,"enrollmentId":`, a.EnrollmentID, &ok)
+	b = fastjson.OmitEmpty(b, `,"remoteAddr":`, a.RemoteAddr, &ok)
 	b = append(b, `}`...)
 	return b, ok
 }

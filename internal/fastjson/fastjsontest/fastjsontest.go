@@ -1,7 +1,8 @@
 // Package fastjsontest checks a fastjson.Appender against encoding/json:
 // it builds variants of a value, field by field, with samples of every
 // field type that do and do not take the fast path, and compares the bytes
-// (and errors) of fastjson.Marshal and json.Marshal.
+// (and errors) of its AppendJSON, with the json.Marshal fallback the hot
+// path's callers use, and of json.Marshal.
 package fastjsontest
 
 import (
@@ -143,7 +144,7 @@ func leaves(v reflect.Value, path string, f func(path string, field reflect.Valu
 	}
 }
 
-// Check compares fastjson.Marshal with json.Marshal on variants of *base
+// Check compares the fast encoding (marshal) with json.Marshal on variants of *base
 // (a pointer to a struct whose pointer type is a fastjson.Appender): the
 // base with every field filled, the zero value, and, from both, every
 // field set in turn to each of its samples. It also checks that the filled
