@@ -57,6 +57,9 @@ func (s *Store) Get(ctx context.Context, kind store.Kind, id string) (store.Reco
 	if err := ctx.Err(); err != nil {
 		return store.Record{}, fmt.Errorf("get %s/%s: %w", kind, id, err)
 	}
+	if s.keys.absent(string(kind), id) {
+		return store.Record{}, fmt.Errorf("get %s/%s: %w", kind, id, store.ErrNotFound)
+	}
 	rec := store.Record{Kind: kind, ID: id}
 	var doc []byte
 	var created, updated string
@@ -153,6 +156,7 @@ func (s *Store) write(ctx context.Context, w store.Write) (store.Record, error) 
 		return w.Record, nil
 	}
 
+	s.keys.add(kind, id)
 	etag := newETag()
 	now := s.tick()
 	ts := formatTime(now)

@@ -153,6 +153,7 @@ func (s *Store) upsertRows(ctx context.Context, m *mergeRun, docs []mergedDoc) e
 	}
 	args := m.args[:0]
 	for _, d := range docs {
+		s.keys.add(string(d.rec.Kind), d.rec.ID)
 		args = append(args, string(d.rec.Kind), d.rec.ID, d.rec.Group, d.rec.ETag, string(d.rec.Doc), d.ts, d.ts)
 	}
 	m.args = args

@@ -20,7 +20,9 @@ WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3`
 	sqlListGroup = `SELECT id, grp, etag, doc, created, updated FROM docs
 WHERE kind = $1 AND grp = $2 AND id > $3 ORDER BY id LIMIT $4`
 
-	sqlCount = `SELECT COUNT(*) FROM docs WHERE kind = $1`
+	// sqlScanKeys reads every document key, for the key filter.
+	sqlScanKeys = `SELECT kind, id FROM docs`
+	sqlCount    = `SELECT COUNT(*) FROM docs WHERE kind = $1`
 
 	sqlCountGroup = `SELECT COUNT(*) FROM docs WHERE kind = $1 AND grp = $2`
 

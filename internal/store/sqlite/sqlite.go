@@ -20,8 +20,10 @@
 // can reuse it; only the DDL in migrations/ and the transaction control
 // statements are SQLite-specific.
 //
-// One process owns a database file: the attempt-log bound is kept exact with
-// a counter held by the writer goroutine.
+// One Store owns a database file, enforced by an exclusive lock on
+// <file>.lock: the attempt-log bound is kept exact with a counter held by
+// the writer goroutine, and Get answers for missing records from a Bloom
+// filter of every document key (keyfilter.go).
 //
 // This package must not be imported by domain packages; they see only
 // [store.Store].
@@ -90,6 +92,9 @@ type Options struct {
 	// at once, so the delay overlaps the batch's own work. 0 means
 	// DefaultCommitDelay; negative disables the wait.
 	CommitDelay time.Duration
+	// DisableKeyFilter turns off the key filter, so that every Get of a
+	// missing record reads the database (for comparisons).
+	DisableKeyFilter bool
 	// Synchronous is the SQLite synchronous mode: "FULL" (default: every
 	// acknowledged write survives power loss) or "NORMAL" (faster, but the
 	// last commits can be lost on power loss; never corrupts the database).
@@ -107,6 +112,9 @@ type Stats struct {
 	// Rows is the number of documents, attempts and stream entries written
 	// or deleted by committed requests.
 	Rows uint64
+	// FilteredGets is the number of Gets answered "not found" by the key
+	// filter without reading the database.
+	FilteredGets uint64
 }
 
 // Store is the SQLite implementation of [store.Store]. It is safe for
@@ -123,6 +131,9 @@ type Store struct {
 
 	rdb *sql.DB // reader pool, query_only
 	r   readerStmts
+
+	owner *os.File   // holds the owner lock (ownerLockPath) until closed
+	keys  *keyFilter // nil when disabled
 
 	stream streamStmts       // stream statements on both connections (stream.go)
 	wake   store.StreamWaker // in-process wake-ups of stream readers
@@ -178,6 +189,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			s.closeHandles()
 		}
 	}()
+	if s.owner, err = lockOwner(abs); err != nil {
+		return nil, err
+	}
 
 	s.wdb, err = sql.Open("sqlite", dsn(abs, true, opts.Synchronous))
 	if err != nil {
@@ -222,6 +236,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 
 	if err := s.initAttempts(ctx); err != nil {
 		return nil, err
+	}
+	if !opts.DisableKeyFilter {
+		s.startKeyFilter()
 	}
 	ok = true
 	go s.run()
@@ -335,7 +352,11 @@ func (s *Store) AttemptLimit() int { return s.attemptLimit }
 
 // Stats returns the writer's cumulative counters.
 func (s *Store) Stats() Stats {
-	return Stats{Batches: s.batches.Load(), Requests: s.requests.Load(), Rows: s.rows.Load()}
+	st := Stats{Batches: s.batches.Load(), Requests: s.requests.Load(), Rows: s.rows.Load()}
+	if s.keys != nil {
+		st.FilteredGets = s.keys.answered.Load()
+	}
+	return st
 }
 
 // Close refuses new requests, lets the writer finish every request it has
@@ -362,6 +383,7 @@ func (s *Store) Close() error {
 // closeHandles closes statements, the writer connection and both pools,
 // whichever exist.
 func (s *Store) closeHandles() error {
+	s.keys.stop()
 	var errs []error
 	errs = append(errs, s.r.close(), s.w.close(), s.stream.close())
 	if s.wconn != nil {
@@ -372,6 +394,9 @@ func (s *Store) closeHandles() error {
 	}
 	if s.wdb != nil {
 		errs = append(errs, s.wdb.Close())
+	}
+	if s.owner != nil {
+		errs = append(errs, s.owner.Close()) // releases the owner lock, last
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close sqlite store: %w", err)
