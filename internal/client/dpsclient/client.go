@@ -280,7 +280,7 @@ func (c *Client) Register(ctx context.Context, d Device) (*provision.DeviceRegis
 	case TransportMQTT:
 		ex, err = c.openMQTT(ctx, dev)
 	default:
-		ex = c.openHTTPS(dev)
+		ex, err = c.openHTTPS(dev)
 	}
 	if err != nil {
 		return nil, err

@@ -80,6 +80,10 @@ type fakeDPS struct {
 	silent          bool // never answer
 	refuseSubscribe bool
 	refuseConnect   bool
+
+	// HTTPS behaviour switches.
+	closeOn string        // answer requests of this kind with Connection: close
+	hold    chan struct{} // when set, requests wait until it is closed before the answer
 }
 
 func (f *fakeDPS) next(req dpsRequest) step {
@@ -154,6 +158,16 @@ func (f *fakeDPS) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		req.OperationID, _ = url.PathUnescape(seg[4])
 	}
 	st := f.next(req)
+	if f.hold != nil {
+		select {
+		case <-f.hold:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if f.closeOn != "" && f.closeOn == req.Kind {
+		w.Header().Set("Connection", "close")
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	if st.retryAfter != "" {
 		w.Header().Set("Retry-After", st.retryAfter)
@@ -341,4 +355,11 @@ func (r *recorder) got() []time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]time.Duration(nil), r.waits...)
+}
+
+// connCount is the number of HTTPS connections the fake accepted.
+func (f *fakeDPS) connCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conns
 }

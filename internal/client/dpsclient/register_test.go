@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -476,13 +477,64 @@ func TestHTTPSX509(t *testing.T) {
 	if want := `{"registrationId":"x509-device-1","payload":[1,2]}`; reqs[0].Body != want {
 		t.Errorf("body = %s, want %s", reqs[0].Body, want)
 	}
-	f.mu.Lock()
-	conns := f.conns
-	f.mu.Unlock()
-	// Each registration dials its own connection (the transport may race a
-	// second dial against the return of the first to its idle pool).
-	if conns < n || conns > 2*n {
-		t.Errorf("%d X.509 registrations used %d connections, want a fresh mTLS connection per registration", n, conns)
+	// Each registration dials its own connection and polls over it.
+	if conns := f.connCount(); conns != n {
+		t.Errorf("%d X.509 registrations used %d connections, want one fresh mTLS connection per registration", n, conns)
+	}
+}
+
+// TestHTTPSX509ConnectionClose checks that a response that closes the
+// connection makes the poll dial a new one.
+func TestHTTPSX509ConnectionClose(t *testing.T) {
+	f := &fakeDPS{closeOn: "register", respond: func(r dpsRequest) step {
+		if r.Kind == "register" {
+			return step{202, "0", bodyAssigning}
+		}
+		return step{200, "", bodyAssigned}
+	}}
+	c, _, p := newTestClient(t, TransportHTTPS, f, nil)
+	res, err := c.Register(context.Background(), Device{Credential: Credential{Certificate: p.device.tlsCert(p.inter)}})
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if res.DeviceID == "" {
+		t.Fatalf("Register returned %+v", res)
+	}
+	if got := f.kinds(); !slices.Equal(got, []string{"register", "poll"}) {
+		t.Fatalf("requests %v, want register, poll", got)
+	}
+	if conns := f.connCount(); conns != 2 {
+		t.Errorf("%d connections, want 2: the poll must dial again after Connection: close", conns)
+	}
+}
+
+// TestHTTPSX509Cancel checks that cancelling the context interrupts an
+// X.509 registration waiting for its answer.
+func TestHTTPSX509Cancel(t *testing.T) {
+	f := &fakeDPS{hold: make(chan struct{}), steps: []step{{202, "0", bodyAssigning}}}
+	defer close(f.hold)
+	c, _, p := newTestClient(t, TransportHTTPS, f, func(o *Options) { o.RequestTimeout = time.Hour })
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Register(ctx, Device{Credential: Credential{Certificate: p.device.tlsCert(p.inter)}})
+		errc <- err
+	}()
+	for len(f.requests()) == 0 {
+		select {
+		case err := <-errc:
+			t.Fatalf("Register returned %v before the server got the request", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Register = %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Register did not return after its context was cancelled")
 	}
 }
 
