@@ -15,11 +15,6 @@ import (
 // database open: one Store owns a database file.
 var ErrInUse = errors.New("sqlite store: the database is in use by another process")
 
-// ownerLockPath is the file whose exclusive lock a Store holds while the
-// database at path is open, so that no second process writes to it behind
-// the writer's in-memory state (the attempt count, the key filter).
-func ownerLockPath(path string) string { return path + ".lock" }
-
 // keyFilterCapacity is the first stage of the key filter: 64Ki keys in
 // 80 KiB; the filter grows by chaining stages as records are added.
 const keyFilterCapacity = 1 << 16
