@@ -38,8 +38,8 @@ const (
 
 // Defaults of Config.
 const (
-	DefaultSymmetricDevices = 50000
-	DefaultX509Devices      = 10000
+	DefaultSymmetricDevices = 100000
+	DefaultX509Devices      = 30000
 	DefaultConcurrency      = 64
 	DefaultDuration         = 10 * time.Second
 	DefaultWarmup           = time.Second
